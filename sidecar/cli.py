@@ -1,0 +1,109 @@
+"""The command line: parses arguments and calls into the package. Exit codes per SPEC §10:
+0 success, 1 runtime failure, 2 usage or configuration error."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from sidecar.config import Settings, config_path, load_settings
+from sidecar.errors import ConfigError, SidecarError
+from sidecar.logs import configure_logging
+from sidecar.tls import check_certificate, create_server_context
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", metavar="PATH", help="YAML file (default: $SIDECAR_CONFIG or ./sidecar.yaml)"
+    )
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+
+    parser = argparse.ArgumentParser(
+        prog="sidecar", description="API-key authentication sidecar.", parents=[common]
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("serve", parents=[common], help="run the proxy")
+    commands.add_parser("check-config", parents=[common], help="validate the configuration")
+    commands.add_parser("demo", parents=[common], help="run a self-contained demo")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "serve": _serve,
+        "check-config": _check_config,
+        "demo": _demo,
+    }
+    try:
+        return handlers[args.command](args)
+    except ConfigError as exc:
+        _report_config(exc, as_json=args.json)
+        return EXIT_USAGE
+    except SidecarError as exc:
+        print(f"sidecar: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+def _report_config(exc: ConfigError, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"ok": False, "problems": exc.problems}))
+        return
+    print("sidecar: invalid configuration:", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def _load(args: argparse.Namespace, *, serving: bool = True) -> Settings:
+    return load_settings(config_path(args.config), require_file=serving, complete=serving)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    certificate = check_certificate(settings.tls)
+    create_server_context(settings.tls)
+    if args.json:
+        print(json.dumps({"ok": True, "certificate_expires": certificate.not_after.isoformat()}))
+    else:
+        print(f"configuration OK; certificate valid until {certificate.not_after.isoformat()}")
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from sidecar.server import serve
+
+    settings = _load(args)
+    certificate = check_certificate(settings.tls)
+    create_server_context(settings.tls)  # every TLS problem surfaces before a port is bound
+    configure_logging(settings.log.level, settings.log.format)
+    _run(serve(settings, certificate))
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from sidecar.demo import run_demo
+
+    settings = _load(args, serving=False)
+    configure_logging("info", "console")
+    _run(run_demo(settings))
+    return EXIT_OK
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop where it is installed: a faster event loop for the same code."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)

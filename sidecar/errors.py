@@ -1,0 +1,131 @@
+"""The domain's exceptions. No aiohttp here: `sidecar.problems` turns them into responses.
+
+Messages never contain a presented key: at most its public id.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class SidecarError(Exception):
+    """Base of everything `sidecar` raises on purpose."""
+
+
+class ConfigError(SidecarError):
+    """The configuration cannot be used; `problems` holds one line per problem, naming the key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class Rejected(SidecarError):
+    """A request the proxy answers itself instead of forwarding.
+
+    `status`, `title` and `event` are the contract of SPEC §6; `detail` is for the client.
+    """
+
+    status: ClassVar[int] = 400
+    title: ClassVar[str] = "Bad request"
+    default_event: ClassVar[str | None] = None
+
+    def __init__(self, detail: str, *, retry_after: int | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after = retry_after
+        self.event: str | None = self.default_event
+
+
+class AuthenticationFailed(Rejected):
+    """401: the request carried no usable key. `event` names the reason in the events stream."""
+
+    status = 401
+    title = "Unauthorized"
+    default_event = "unknown_key"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        event: str | None = None,
+        key_id: str | None = None,
+        key_name: str | None = None,
+    ) -> None:
+        super().__init__(detail)
+        if event is not None:
+            self.event = event
+        self.key_id = key_id
+        self.key_name = key_name
+
+
+class MissingKey(AuthenticationFailed):
+    default_event = "missing_key"
+
+    def __init__(self) -> None:
+        super().__init__("this route needs an API key")
+
+
+class KeyInUrl(Rejected):
+    status = 400
+    title = "API key in URL"
+    default_event = "key_in_url"
+
+
+class MissingScope(Rejected):
+    status = 403
+    title = "Forbidden"
+    default_event = "missing_scope"
+
+    def __init__(self, detail: str, scopes: list[str]) -> None:
+        super().__init__(detail)
+        self.scopes = scopes
+
+
+class NoRoute(Rejected):
+    status = 403
+    title = "Forbidden"
+    default_event = "no_route"
+
+
+class RateLimited(Rejected):
+    status = 429
+    title = "Too many requests"
+    default_event = "rate_limited"
+
+
+class BadRequest(Rejected):
+    status = 400
+    title = "Bad request"
+
+
+class BodyTooLarge(Rejected):
+    status = 413
+    title = "Content too large"
+
+
+class ForbiddenData(Rejected):
+    status = 422
+    title = "Forbidden data in body"
+    default_event = "forbidden_data"
+
+
+class UpstreamUnavailable(Rejected):
+    status = 502
+    title = "Bad gateway"
+
+
+class UpstreamTimeout(Rejected):
+    status = 504
+    title = "Gateway timeout"
+
+
+class Unavailable(Rejected):
+    """503: a dependency (Redis, the audit spool) cannot serve this request safely right now."""
+
+    status = 503
+    title = "Service unavailable"
+
+
+class Draining(Unavailable):
+    title = "Shutting down"

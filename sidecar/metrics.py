@@ -1,0 +1,61 @@
+"""The Prometheus metric families of SPEC §11, on a registry owned by the app (no globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Proxy latencies live in the low milliseconds; the default buckets start at 5 ms.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """Every metric the sidecar exports. One instance per process, hung off the app."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "sidecar_requests",
+            "Requests answered on the proxy port.",
+            ["route", "status"],
+            registry=r,
+        )
+        self.auth_events = Counter(
+            "sidecar_auth_events", "Authentication-layer events.", ["event"], registry=r
+        )
+        self.key_cache = Counter(
+            "sidecar_key_cache", "Verified-key cache look-ups.", ["result"], registry=r
+        )
+        self.argon2_verifications = Counter(
+            "sidecar_argon2_verifications", "argon2id verifications run.", registry=r
+        )
+        self.upstream_duration = Histogram(
+            "sidecar_upstream_duration_seconds",
+            "Upstream time to response headers.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "sidecar_request_duration_seconds",
+            "Whole request time on the proxy port.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.audit_queue_depth = Gauge(
+            "sidecar_audit_queue_depth", "Audit records waiting to be written.", registry=r
+        )
+        self.audit_spool_bytes = Gauge(
+            "sidecar_audit_spool_bytes", "Bytes in the audit spool on disk.", registry=r
+        )
+        self.audit_records = Counter(
+            "sidecar_audit_records", "Audit records by outcome.", ["outcome"], registry=r
+        )
+        self.redis_errors = Counter(
+            "sidecar_redis_errors", "Redis calls that failed or timed out.", registry=r
+        )
+        self.keys_rotation_due = Gauge(
+            "sidecar_keys_rotation_due", "Active keys older than keys.max_age_days.", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,177 @@
+"""The proxy port's request path, in the order of SPEC §2.
+
+One handler for every request: request id, limits, route, (authentication), forward, then
+one log line and the metrics. Every response leaves through `_decorate`, so each one carries
+HSTS, `X-Request-Id` and `nosniff`; the parser-level 400s aiohttp builds itself get the same
+headers in `sidecar.protocol`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import structlog
+from aiohttp import web
+
+from sidecar.config import Settings
+from sidecar.errors import BadRequest, BodyTooLarge, Draining, MissingKey, NoRoute, Rejected
+from sidecar.headers import (
+    REQUEST_ID_HEADER,
+    client_address,
+    request_headers_to_forward,
+    request_id,
+)
+from sidecar.metrics import Metrics
+from sidecar.problems import problem_response
+from sidecar.proxy import LimitedBody, UpstreamAborted, UpstreamClient
+from sidecar.routes import UNMATCHED, RouteTable, non_canonical
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+@dataclass(slots=True)
+class Lifecycle:
+    """Where the process is in its shutdown; read by the pipeline and by /readyz."""
+
+    draining: bool = False  # SIGTERM seen: not ready, ask clients to reconnect elsewhere
+    closed: bool = False  # drain window over: answer what still arrives with 503
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What one request accumulates on its way through, for the log line and metrics."""
+
+    request_id: str
+    client_ip: str
+    route: str = UNMATCHED
+    status: int = 500
+    upstream_seconds: float | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Pipeline:
+    """The proxy port's handler (`handle`), built once by `sidecar.app`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        routes: RouteTable,
+        upstream: UpstreamClient,
+        metrics: Metrics,
+        lifecycle: Lifecycle,
+        security_headers: dict[str, str],
+    ) -> None:
+        self._settings = settings
+        self._routes = routes
+        self._upstream = upstream
+        self._metrics = metrics
+        self._lifecycle = lifecycle
+        self._security_headers = security_headers
+        self._trusted = tuple(settings.trusted_proxies)
+        self._max_body = settings.limits.max_body_bytes
+        self._key_header = settings.keys.header
+        self._log = structlog.get_logger("sidecar.request")
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        peer = request.remote or ""
+        client_ip, forwarded_for = client_address(
+            peer, request.headers.get("X-Forwarded-For"), self._trusted
+        )
+        exchange = Exchange(
+            request_id=request_id(request.headers.get(REQUEST_ID_HEADER)), client_ip=client_ip
+        )
+        try:
+            response = await self._serve(request, exchange, forwarded_for)
+        except Rejected as exc:
+            response = self._decorate(problem_response(exc, exchange.request_id), exchange)
+            exchange.extra["reason"] = exc.event or exc.detail
+        except UpstreamAborted as exc:
+            exchange.status = 502
+            exchange.extra["aborted"] = str(exc)
+            self._finish(request, exchange, started)
+            raise
+        except Exception:
+            self._log.exception("unhandled error", request_id=exchange.request_id)
+            response = self._decorate(
+                problem_response(
+                    Rejected("the sidecar failed to handle this request"), exchange.request_id
+                ),
+                exchange,
+            )
+            response.set_status(500, "Internal Server Error")
+        exchange.status = response.status
+        self._finish(request, exchange, started)
+        return response
+
+    async def _serve(
+        self, request: web.BaseRequest, exchange: Exchange, forwarded_for: str
+    ) -> web.StreamResponse:
+        if self._lifecycle.closed:
+            raise Draining("the sidecar is shutting down; retry", retry_after=1)
+        problem = non_canonical(request.rel_url.raw_path, request.rel_url.path)
+        if problem is not None:
+            raise BadRequest(problem)
+        length = request.content_length
+        if length is not None and length > self._max_body:
+            raise BodyTooLarge(f"the request body is larger than {self._max_body} bytes")
+
+        route = self._routes.match(request.method, request.rel_url.path)
+        if route is None:
+            raise NoRoute("no route matches this method and path")
+        exchange.route = route.label
+        if not route.public:
+            raise MissingKey()
+
+        if request.headers.get("Expect", "").lower() == "100-continue" and request.body_exists:
+            # Only now, with the request accepted, ask the client for its body.
+            await request.writer.write(_CONTINUE)
+        headers = request_headers_to_forward(
+            request.headers.items(), request.headers.getall("Connection", ()), self._key_header
+        )
+        headers += [
+            ("Host", self._upstream.host_header),
+            ("X-Forwarded-For", forwarded_for),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", request.headers.get("Host", "")),
+            (REQUEST_ID_HEADER, exchange.request_id),
+        ]
+        body = LimitedBody(request.content, self._max_body) if request.body_exists else None
+        forwarded = await self._upstream.forward(
+            request,
+            headers=headers,
+            body=body,
+            response_headers=self._response_headers(exchange),
+            close=self._lifecycle.draining,
+        )
+        exchange.upstream_seconds = forwarded.upstream_seconds
+        return forwarded.response
+
+    def _response_headers(self, exchange: Exchange) -> dict[str, str]:
+        return {**self._security_headers, REQUEST_ID_HEADER: exchange.request_id}
+
+    def _decorate(self, response: web.StreamResponse, exchange: Exchange) -> web.StreamResponse:
+        response.headers.update(self._response_headers(exchange))
+        if self._lifecycle.draining:
+            response.force_close()
+        return response
+
+    def _finish(self, request: web.BaseRequest, exchange: Exchange, started: float) -> None:
+        duration = time.perf_counter() - started
+        self._metrics.requests.labels(exchange.route, str(exchange.status)).inc()
+        self._metrics.request_duration.observe(duration)
+        if exchange.upstream_seconds is not None:
+            self._metrics.upstream_duration.observe(exchange.upstream_seconds)
+        self._log.info(
+            "request",
+            request_id=exchange.request_id,
+            method=request.method,
+            path=request.rel_url.path,
+            status=exchange.status,
+            route=exchange.route,
+            client_ip=exchange.client_ip,
+            duration_ms=round(duration * 1000, 3),
+            **exchange.extra,
+        )

@@ -1,0 +1,49 @@
+"""The one table that turns a `Rejected` into an `application/problem+json` response."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from sidecar.errors import AuthenticationFailed, Draining, MissingKey, MissingScope, Rejected
+
+PROBLEM_JSON = "application/problem+json"
+REALM = 'Bearer realm="sidecar"'
+
+
+def www_authenticate(exc: Rejected) -> str | None:
+    """The `WWW-Authenticate` challenge SPEC §6 asks for, or None."""
+    if isinstance(exc, MissingKey):
+        return REALM
+    if isinstance(exc, AuthenticationFailed):
+        challenge = f'{REALM}, error="invalid_token"'
+        if exc.event == "expired_key":
+            challenge += ', error_description="key expired"'
+        return challenge
+    if isinstance(exc, MissingScope):
+        return f'{REALM}, error="insufficient_scope", scope="{" ".join(exc.scopes)}"'
+    return None
+
+
+def problem_response(exc: Rejected, request_id: str) -> web.Response:
+    """The response for a request the proxy answers itself."""
+    body = {
+        "type": f"urn:sidecar:problem:{exc.event or exc.status}",
+        "title": exc.title,
+        "status": exc.status,
+        "detail": exc.detail,
+        "request_id": request_id,
+    }
+    response = web.Response(
+        status=exc.status, body=json.dumps(body).encode(), content_type=PROBLEM_JSON
+    )
+    challenge = www_authenticate(exc)
+    if challenge is not None:
+        response.headers["WWW-Authenticate"] = challenge
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, Draining) or exc.status == 413:
+        # Draining: send the client elsewhere. 413: the unread body makes the connection useless.
+        response.force_close()
+    return response

@@ -1,0 +1,160 @@
+"""Forwarding to the one configured upstream: streaming both ways, upstream errors mapped.
+
+The destination is fixed at start-up: only the path and query of the client's request are
+carried over, so neither an absolute-form request target nor a Host header can point the
+proxy anywhere else.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from sidecar.config import Upstream
+from sidecar.errors import BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
+from sidecar.headers import response_headers_to_return
+
+_CHUNK = 64 * 1024
+
+
+class UpstreamAborted(Exception):
+    """The upstream failed after the response began: the client connection must be cut."""
+
+
+@dataclass(slots=True)
+class Forwarded:
+    """What the audit and the metrics need to know about one forwarded exchange."""
+
+    response: web.StreamResponse
+    upstream_seconds: float
+
+
+def create_upstream_session(upstream: Upstream) -> aiohttp.ClientSession:
+    """The one shared, keep-alive client session to the upstream."""
+    ssl_context: ssl.SSLContext | bool = True
+    if upstream.ca_file is not None:
+        ssl_context = ssl.create_default_context(cafile=str(upstream.ca_file))
+    connector = aiohttp.TCPConnector(
+        limit=upstream.max_connections,
+        ssl=ssl_context,
+        enable_cleanup_closed=False,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(
+            total=upstream.timeout_s, sock_connect=upstream.connect_timeout_s
+        ),
+        # A proxy passes bytes through: no inflating, no cookies kept between clients,
+        # no headers the client did not send, no proxy settings from the environment.
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        trust_env=False,
+    )
+
+
+class UpstreamClient:
+    """Sends one request upstream and streams the answer back to the client."""
+
+    def __init__(self, upstream: Upstream, session: aiohttp.ClientSession) -> None:
+        assert upstream.url is not None
+        base = URL(upstream.url)
+        self._origin = str(base.origin())
+        self._base_path = base.raw_path.rstrip("/")
+        self.host_header = base.raw_host or ""
+        if base.explicit_port is not None:
+            self.host_header += f":{base.explicit_port}"
+        self._session = session
+
+    def url_for(self, raw_path: str, raw_query: str) -> URL:
+        target = self._origin + self._base_path + raw_path
+        if raw_query:
+            target += "?" + raw_query
+        return URL(target, encoded=True)
+
+    async def forward(
+        self,
+        request: web.BaseRequest,
+        *,
+        headers: list[tuple[str, str]],
+        body: LimitedBody | None,
+        response_headers: Mapping[str, str],
+        close: bool = False,
+    ) -> Forwarded:
+        """Forward, stream the response to the client, and return it once fully sent.
+
+        Raises `UpstreamUnavailable` (502) or `UpstreamTimeout` (504) while nothing has been
+        sent to the client; after that, `UpstreamAborted`, so the caller cuts the connection
+        rather than finish a short response as if it were whole.
+        """
+        url = self.url_for(request.rel_url.raw_path, request.rel_url.raw_query_string)
+        started = time.perf_counter()
+        try:
+            upstream = await self._session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                compress=None,
+            )
+        except (TimeoutError, aiohttp.ClientError, BodyTooLarge) as exc:
+            if body is not None and body.exceeded:
+                raise body.too_large() from None
+            if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+                raise UpstreamTimeout("the upstream did not answer in time") from None
+            raise UpstreamUnavailable(f"the upstream failed ({type(exc).__name__})") from None
+        upstream_seconds = time.perf_counter() - started
+        try:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for name, value in response_headers_to_return(
+                upstream.headers.items(), upstream.headers.getall("Connection", ())
+            ):
+                response.headers.add(name, value)
+            response.headers.update(response_headers)
+            if close:
+                response.force_close()
+            await response.prepare(request)
+            try:
+                async for chunk in upstream.content.iter_chunked(_CHUNK):
+                    await response.write(chunk)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise UpstreamAborted(type(exc).__name__) from None
+            await response.write_eof()
+        finally:
+            upstream.release()
+        return Forwarded(response=response, upstream_seconds=upstream_seconds)
+
+
+class LimitedBody:
+    """The request body, streamed chunk by chunk, cut off once it passes `max_bytes`.
+
+    The client library wraps whatever the body iterator raises, so `exceeded` is what
+    tells the caller that the 413 was ours and not the upstream's.
+    """
+
+    def __init__(self, stream: aiohttp.StreamReader, max_bytes: int) -> None:
+        self._stream = stream
+        self._max_bytes = max_bytes
+        self.exceeded = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._stream.iter_chunked(_CHUNK):
+            seen += len(chunk)
+            if seen > self._max_bytes:
+                self.exceeded = True
+                raise BodyTooLarge(f"the request body is larger than {self._max_bytes} bytes")
+            yield chunk
+
+    def too_large(self) -> BodyTooLarge:
+        return BodyTooLarge(f"the request body is larger than {self._max_bytes} bytes")
