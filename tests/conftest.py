@@ -1,0 +1,147 @@
+"""The test harness: a real redis-server, trustme certificates, a real upstream, real TLS.
+
+Nothing here is mocked: the sidecar under test binds real loopback ports and is reached over
+real TLS; Redis is a real `redis-server` this session starts on a free port.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+import trustme
+
+from sidecar.config import Settings
+from sidecar.embedded_redis import EmbeddedRedis
+from sidecar.server import Running, running
+from sidecar.tls import check_certificate
+from tests.upstream import UpstreamServer, start_upstream
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture
+async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
+    """A client on a freshly emptied database."""
+    if not redis_server.running:  # a fault test may have stopped it
+        redis_server.start()
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def cert_files(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    directory = tmp_path_factory.mktemp("tls")
+    cert = ca.issue_cert("localhost", "127.0.0.1", "::1")
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    return cert_file, key_file
+
+
+@pytest.fixture(scope="session")
+def client_ssl(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[UpstreamServer]:
+    async with start_upstream() as server:
+        yield server
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(
+    cert_files: tuple[Path, Path],
+    redis_server: EmbeddedRedis,
+    upstream: UpstreamServer,
+    tmp_path: Path,
+) -> SettingsFactory:
+    """Settings for a sidecar on free loopback ports; keyword sections override the defaults."""
+
+    def build(**sections: Any) -> Settings:
+        document: dict[str, Any] = {
+            "listen": {"address": "127.0.0.1", "port": 0},
+            "health": {"address": "127.0.0.1", "port": 0},
+            "tls": {"cert_file": str(cert_files[0]), "key_file": str(cert_files[1])},
+            "upstream": {"url": upstream.url, "timeout_s": 5},
+            "redis": {"url": redis_server.url},
+            "audit": {"spool_dir": str(tmp_path / "spool")},
+            "shutdown": {"drain_s": 0, "grace_s": 5},
+            "routes": [{"path": "/public/**", "public": True}],
+        }
+        for name, value in sections.items():
+            if isinstance(value, dict) and isinstance(document.get(name), dict):
+                document[name] = {**document[name], **value}
+            else:
+                document[name] = value
+        return Settings(**document)
+
+    return build
+
+
+class Proxy:
+    """A running sidecar and an HTTPS client that trusts its certificate."""
+
+    def __init__(self, server: Running, session: aiohttp.ClientSession) -> None:
+        self.server = server
+        self.session = session
+        self.url = f"https://localhost:{server.proxy_port}"
+        self.health_url = f"http://127.0.0.1:{server.health_port}"
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.session.request(method, self.url + path, **kwargs)
+
+
+ProxyFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def start_proxy(
+    make_settings: SettingsFactory, client_ssl: ssl.SSLContext
+) -> AsyncIterator[ProxyFactory]:
+    """`await start_proxy(**sections)` runs a sidecar until the test ends."""
+    stacks: list[Any] = []
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def start(**sections: Any) -> Proxy:
+        settings = make_settings(**sections)
+        context = running(settings, check_certificate(settings.tls))
+        server = await context.__aenter__()
+        stacks.append(context)
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl))
+        sessions.append(session)
+        return Proxy(server, session)
+
+    yield start
+    for session in sessions:
+        await session.close()
+    for context in reversed(stacks):
+        await context.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def proxy(start_proxy: ProxyFactory) -> Proxy:
+    result: Proxy = await start_proxy()
+    return result
