@@ -8,13 +8,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 
 @dataclass
 class Seen:
     method: str
     path: str
-    headers: dict[str, str]
+    headers: CIMultiDict[str]  # as received: case-insensitive, repeated headers kept
     body: bytes
 
 
@@ -31,8 +32,9 @@ class UpstreamServer:
 async def _app(state: UpstreamServer) -> web.Application:
     async def echo(request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        state.seen.append(Seen(request.method, request.path_qs, dict(request.headers), body))
-        tail = request.match_info["tail"]
+        state.seen.append(Seen(request.method, request.path_qs, CIMultiDict(request.headers), body))
+        # The misbehaving paths live under the tests' public route: /public/hang, /public/big, …
+        tail = request.match_info["tail"].removeprefix("public/")
         if tail.startswith("status/"):
             return web.Response(status=int(tail.split("/")[1]), text="status")
         if tail == "hang":
@@ -57,6 +59,22 @@ async def _app(state: UpstreamServer) -> web.Application:
                 await response.write(b"y" * 65536)
             await response.write_eof()
             return response
+        if tail == "cookie":
+            return web.Response(text="cookie", headers={"Set-Cookie": "session=s3cr3t; Path=/"})
+        if tail == "hop-headers":
+            # Hop-by-hop response headers the proxy must not pass on to its client.
+            return web.Response(
+                text="hop",
+                headers={
+                    "Connection": "keep-alive, X-Private",
+                    "X-Private": "for the proxy only",
+                    "Keep-Alive": "timeout=5",
+                    "Proxy-Authenticate": "Basic",
+                    "Trailer": "X-Checksum",
+                    "Upgrade": "h2c",
+                    "X-End-To-End": "kept",
+                },
+            )
         return web.json_response(
             {"method": request.method, "path": request.path_qs, "body": body.decode("latin-1")},
             headers={"X-Upstream": "yes", "Connection": "X-Hop", "X-Hop": "hop"},
@@ -70,7 +88,10 @@ async def _app(state: UpstreamServer) -> web.Application:
 @asynccontextmanager
 async def start_upstream() -> AsyncIterator[UpstreamServer]:
     state = UpstreamServer(url="")
-    runner = web.AppRunner(await _app(state), access_log=None, shutdown_timeout=0.5)
+    # auto_decompress off: `seen` records bodies byte for byte, as the proxy sent them.
+    runner = web.AppRunner(
+        await _app(state), access_log=None, shutdown_timeout=0.5, auto_decompress=False
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

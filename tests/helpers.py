@@ -1,0 +1,159 @@
+"""Shared test helpers: deadlines instead of sleeps, raw TLS exchanges, sidecar subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sidecar.embedded_redis import free_port
+
+__all__ = [
+    "RawResponse",
+    "free_port",
+    "is_listening",
+    "raw_tls_exchange",
+    "run_cli",
+    "sidecar_env",
+    "wait_until",
+    "write_config",
+]
+
+SECURITY_HEADERS = ("Strict-Transport-Security", "X-Request-Id", "X-Content-Type-Options")
+PROBLEM_FIELDS = {"type", "title", "status", "detail", "request_id"}
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[bool]], *, within: float, interval: float = 0.02
+) -> None:
+    """Poll `condition` until it is true; fail the test when `within` seconds pass first."""
+    deadline = time.monotonic() + within
+    while True:
+        if await condition():
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {within}s")
+        await asyncio.sleep(interval)  # a poll interval, not synchronisation: the check decides
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """An HTTP/1.1 response read off a raw socket, byte for byte."""
+
+    raw: bytes
+    closed: bool  # the server closed the connection (EOF or reset) before the deadline
+
+    @property
+    def status(self) -> int:
+        line = self.raw.split(b"\r\n", 1)[0]
+        assert line.startswith(b"HTTP/1."), f"not an HTTP response: {self.raw[:80]!r}"
+        return int(line.split()[1])
+
+    @property
+    def headers(self) -> dict[str, str]:
+        head = self.raw.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+        result: dict[str, str] = {}
+        for line in head.split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            result[name.strip().lower()] = value.strip()
+        return result
+
+    @property
+    def body(self) -> bytes:
+        return self.raw.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in self.raw else b""
+
+
+async def raw_exchange(
+    port: int,
+    payload: bytes,
+    *,
+    ssl_context: ssl.SSLContext | None,
+    within: float = 3.0,
+) -> RawResponse:
+    """Send `payload` as is and read until the server closes or `within` seconds pass.
+
+    For requests a well-behaved client library refuses to send (smuggling attempts,
+    absolute-form targets, unnormalised paths, plain HTTP to the TLS port).
+    """
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(
+            "127.0.0.1",
+            port,
+            ssl=ssl_context,
+            server_hostname="localhost" if ssl_context is not None else None,
+        ),
+        within,
+    )
+    received = bytearray()
+    closed = False
+    deadline = time.monotonic() + within
+    try:
+        writer.write(payload)
+        await writer.drain()
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), remaining)
+            except TimeoutError:
+                break
+            except (ConnectionError, ssl.SSLError):
+                closed = True
+                break
+            if not chunk:
+                closed = True
+                break
+            received += chunk
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), 1)
+    return RawResponse(bytes(received), closed)
+
+
+async def raw_tls_exchange(
+    port: int, payload: bytes, ssl_context: ssl.SSLContext, *, within: float = 3.0
+) -> RawResponse:
+    return await raw_exchange(port, payload, ssl_context=ssl_context, within=within)
+
+
+def is_listening(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on the port right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def sidecar_env(**extra: str) -> dict[str, str]:
+    """The environment for a sidecar subprocess: ours minus any SIDECAR_… settings."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SIDECAR_")}
+    env.update(extra)
+    return env
+
+
+def write_config(path: Path, document: Mapping[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(dict(document), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def run_cli(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 20.0
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m sidecar ARGS` to completion (bounded by `timeout`)."""
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(env) if env is not None else sidecar_env(),
+        check=False,
+    )
