@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+import os
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from sidecar.auth import Authenticator
 from sidecar.config import Settings
+from sidecar.events import EVENT_FIELD, EventLog
 from sidecar.headers import hsts_value
 from sidecar.health import ReadinessCheck, create_health_app
+from sidecar.invalidation import listen_for_invalidations
+from sidecar.keystore import KeyStore
 from sidecar.metrics import Metrics
 from sidecar.pipeline import Lifecycle, Pipeline
 from sidecar.proxy import UpstreamClient, create_upstream_session
+from sidecar.ratelimit import RateLimiter
 from sidecar.redis_conn import create_redis
 from sidecar.routes import RouteTable
+from sidecar.streams import StreamWriter, trim_older_than
 from sidecar.tls import Certificate
+
+RETENTION_EVERY_S = 3600.0
 
 
 @dataclass(slots=True)
@@ -47,7 +58,8 @@ def security_headers(settings: Settings) -> dict[str, str]:
 
 @asynccontextmanager
 async def open_sidecar(settings: Settings, certificate: Certificate) -> AsyncIterator[Sidecar]:
-    """Open the shared clients, build the pipeline and the health app; close all on exit.
+    """Open the shared clients, start the background tasks, build the pipeline and the health
+    app; on exit flush what is queued and close everything in reverse order.
 
     The proxy port runs on aiohttp's low-level server (no router, no per-request app
     machinery), so its resources live here rather than in an `Application.cleanup_ctx`.
@@ -55,13 +67,39 @@ async def open_sidecar(settings: Settings, certificate: Certificate) -> AsyncIte
     metrics = Metrics()
     lifecycle = Lifecycle()
     headers = security_headers(settings)
-    redis = create_redis(settings.redis)
-    session = create_upstream_session(settings.upstream)
-    try:
+    async with AsyncExitStack() as stack:
+        redis = create_redis(settings.redis)
+        stack.push_async_callback(redis.aclose)
+        session = create_upstream_session(settings.upstream)
+        stack.push_async_callback(session.close)
+        authenticator = _create_authenticator(settings, redis, metrics)
+        stack.callback(authenticator.close)
+        event_writer = StreamWriter(
+            redis,
+            settings.audit.events_stream,
+            EVENT_FIELD,
+            on_dropped=lambda n: metrics.audit_records.labels("rejected").inc(n),
+            on_error=metrics.redis_errors.inc,
+        )
+        tasks = BackgroundTasks()
+        stack.push_async_callback(tasks.cancel_all)
+        stack.push_async_callback(event_writer.flush, settings.shutdown.grace_s)
+        tasks.start(event_writer.run())
+        tasks.start(
+            listen_for_invalidations(
+                settings.redis.url,
+                drop=authenticator.cache.drop,
+                clear=authenticator.cache.clear,
+                on_error=metrics.redis_errors.inc,
+            )
+        )
+        tasks.start(_retention(redis, [settings.audit.events_stream], settings, metrics))
         pipeline = Pipeline(
             settings,
             routes=RouteTable(settings.routes, settings.default_route),
             upstream=UpstreamClient(settings.upstream, session),
+            authenticator=authenticator,
+            events=EventLog(event_writer, metrics),
             metrics=metrics,
             lifecycle=lifecycle,
             security_headers=headers,
@@ -77,9 +115,54 @@ async def open_sidecar(settings: Settings, certificate: Certificate) -> AsyncIte
             health_app=create_health_app(checks, metrics),
             security_headers=headers,
         )
-    finally:
-        await session.close()
-        await redis.aclose()
+
+
+def _create_authenticator(
+    settings: Settings, redis: aioredis.Redis, metrics: Metrics
+) -> Authenticator:
+    limiters = {}
+    if settings.rate_limits.per_key is not None:
+        limiters["key"] = RateLimiter(redis, "key", settings.rate_limits.per_key)
+    if settings.rate_limits.failed_auth_per_ip is not None:
+        limiters["failed_auth_ip"] = RateLimiter(
+            redis, "failed-auth-ip", settings.rate_limits.failed_auth_per_ip
+        )
+    return Authenticator(
+        settings.keys,
+        settings.rate_limits,
+        store=KeyStore(redis),
+        limiters=limiters,
+        metrics=metrics,
+        argon2_workers=max(2, os.cpu_count() or 2),
+    )
+
+
+async def _retention(
+    redis: aioredis.Redis, streams: list[str], settings: Settings, metrics: Metrics
+) -> None:
+    """Trim every stream to `audit.retention_days` at start-up and then hourly."""
+    while True:
+        for stream in streams:
+            try:
+                await trim_older_than(redis, stream, settings.audit.retention_days)
+            except (RedisError, OSError):
+                metrics.redis_errors.inc()
+        await asyncio.sleep(RETENTION_EVERY_S)
+
+
+class BackgroundTasks:
+    """Tasks that live as long as the sidecar; cancelled (and awaited) on the way out."""
+
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        self._tasks.append(asyncio.create_task(coroutine))
+
+    async def cancel_all(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def _readiness_checks(

@@ -10,7 +10,8 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from sidecar.config import Settings, config_path, load_settings
+from sidecar import cli_keys
+from sidecar.config import Settings, config_named, config_path, load_settings
 from sidecar.errors import ConfigError, SidecarError
 from sidecar.logs import configure_logging
 from sidecar.tls import check_certificate, create_server_context
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", parents=[common], help="run the proxy")
     commands.add_parser("check-config", parents=[common], help="validate the configuration")
     commands.add_parser("demo", parents=[common], help="run a self-contained demo")
+    cli_keys.add_parsers(commands, common)
     return parser
 
 
@@ -41,11 +43,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": _serve,
         "check-config": _check_config,
         "demo": _demo,
+        "keys": _keys,
     }
     try:
         return handlers[args.command](args)
     except ConfigError as exc:
         _report_config(exc, as_json=args.json)
+        return EXIT_USAGE
+    except cli_keys.UsageError as exc:
+        print(f"sidecar: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except SidecarError as exc:
         print(f"sidecar: {exc}", file=sys.stderr)
@@ -64,7 +70,10 @@ def _report_config(exc: ConfigError, *, as_json: bool) -> None:
 
 
 def _load(args: argparse.Namespace, *, serving: bool = True) -> Settings:
-    return load_settings(config_path(args.config), require_file=serving, complete=serving)
+    """Serving needs a complete file. Other commands run on defaults and the environment
+    when no file exists, unless one was named explicitly."""
+    named = config_named(args.config)
+    return load_settings(config_path(args.config), require_file=serving or named, complete=serving)
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -96,6 +105,11 @@ def _demo(args: argparse.Namespace) -> int:
     configure_logging("info", "console")
     _run(run_demo(settings))
     return EXIT_OK
+
+
+def _keys(args: argparse.Namespace) -> int:
+    settings = _load(args, serving=False)
+    return asyncio.run(cli_keys.run(args, settings))
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:

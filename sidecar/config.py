@@ -37,8 +37,9 @@ ENV_DELIMITER = "__"
 CONFIG_ENV = "SIDECAR_CONFIG"
 DEFAULT_CONFIG_PATH = Path("sidecar.yaml")
 
+# A scope: `resource:action`, `resource:*` or `*`.
+SCOPE_SHAPE = re.compile(r"^(\*|[a-z0-9_.-]+:(\*|[a-z0-9_.-]+))$")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: header and method names
-_SCOPE = re.compile(r"^(\*|[a-z0-9_.-]+:(\*|[a-z0-9_.-]+))$")
 
 
 class _Section(BaseModel):
@@ -209,7 +210,7 @@ class Route(_Section):
     @classmethod
     def _scopes(cls, value: list[str]) -> list[str]:
         for scope in value:
-            if not _SCOPE.match(scope):
+            if not SCOPE_SHAPE.match(scope):
                 raise ValueError(f"{scope!r} is not a scope: use resource:action, resource:* or *")
         return value
 
@@ -311,6 +312,12 @@ def config_path(cli_value: str | None, environ: Mapping[str, str] | None = None)
     """The configuration file: `--config`, else `SIDECAR_CONFIG`, else ./sidecar.yaml."""
     env = os.environ if environ is None else environ
     return Path(cli_value or env.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def config_named(cli_value: str | None, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the operator named a configuration file (then it must exist)."""
+    env = os.environ if environ is None else environ
+    return cli_value is not None or CONFIG_ENV in env
 
 
 def load_settings(path: Path, *, require_file: bool = True, complete: bool = True) -> Settings:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -17,6 +19,9 @@ from redis.exceptions import RedisError
 
 from sidecar.config import Health, Listen, Redis, Route, Settings, Shutdown, Tls, Upstream
 from sidecar.embedded_redis import EmbeddedRedis
+from sidecar.keys import SecretHasher
+from sidecar.keystore import KeyStore
+from sidecar.redis_conn import create_redis
 from sidecar.selfsigned import write_self_signed
 from sidecar.server import running
 from sidecar.tls import check_certificate
@@ -69,6 +74,23 @@ async def _redis_answers(url: str) -> bool:
     return True
 
 
+async def _issue_demo_key(settings: Settings) -> str:
+    client = create_redis(settings.redis)
+    try:
+        new = await KeyStore(client).create(
+            name=f"demo-{secrets.token_hex(3)}",
+            scopes=["orders:read"],
+            prefix=settings.keys.prefix,
+            environment=settings.keys.environment,
+            hasher=SecretHasher(settings.keys.argon2),
+            expires_at=time.time() + 86400,
+            service="demo",
+        )
+    finally:
+        await client.aclose()
+    return new.key
+
+
 async def run_demo(base: Settings, out: TextIO = sys.stdout) -> None:
     """Run the demo until SIGINT/SIGTERM; everything it started is stopped on the way out."""
     async with AsyncExitStack() as stack:
@@ -92,6 +114,7 @@ async def run_demo(base: Settings, out: TextIO = sys.stdout) -> None:
             }
         )
         server = await stack.enter_async_context(running(settings, check_certificate(settings.tls)))
+        demo_key = await _issue_demo_key(settings)
         proxy = f"https://localhost:{server.proxy_port}"
         health = f"http://127.0.0.1:{server.health_port}"
         print(
@@ -102,9 +125,15 @@ sidecar demo is up.
   upstream  {upstream_url}   (an echo server)
   redis     {redis_url}{embedded}
 
+A demo key (scope orders:read), shown this once:
+  {demo_key}
+
 Try:
   curl --cacert {cert_file} {proxy}/public/hello
-  curl --cacert {cert_file} -i {proxy}/v1/orders        # 401: needs an API key
+  curl --cacert {cert_file} -H "Authorization: Bearer {demo_key}" {proxy}/v1/orders/42
+  curl --cacert {cert_file} -i {proxy}/v1/orders/42          # 401: no key
+  curl --cacert {cert_file} -i -X POST -H "Authorization: Bearer {demo_key}" \\
+       {proxy}/v1/orders                                    # 403: needs orders:write
   curl -s {health}/readyz
 
 Ctrl-C stops everything.

@@ -10,22 +10,35 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from email.utils import format_datetime
 
 import structlog
 from aiohttp import web
 
+from sidecar.auth import Authenticator, Principal, RateLimitExceeded
 from sidecar.config import Settings
-from sidecar.errors import BadRequest, BodyTooLarge, Draining, MissingKey, NoRoute, Rejected
+from sidecar.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    BodyTooLarge,
+    Draining,
+    KeyInUrl,
+    MissingScope,
+    NoRoute,
+    Rejected,
+)
+from sidecar.events import EventLog
 from sidecar.headers import (
     REQUEST_ID_HEADER,
     client_address,
     request_headers_to_forward,
     request_id,
 )
+from sidecar.keys import KEY_PATTERN
 from sidecar.metrics import Metrics
 from sidecar.problems import problem_response
 from sidecar.proxy import LimitedBody, UpstreamAborted, UpstreamClient
-from sidecar.routes import UNMATCHED, RouteTable, non_canonical
+from sidecar.routes import UNMATCHED, RouteTable, missing_scopes, non_canonical
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -45,6 +58,7 @@ class Exchange:
     request_id: str
     client_ip: str
     route: str = UNMATCHED
+    principal: Principal | None = None
     status: int = 500
     upstream_seconds: float | None = None
     extra: dict[str, object] = field(default_factory=dict)
@@ -59,6 +73,8 @@ class Pipeline:
         *,
         routes: RouteTable,
         upstream: UpstreamClient,
+        authenticator: Authenticator,
+        events: EventLog,
         metrics: Metrics,
         lifecycle: Lifecycle,
         security_headers: dict[str, str],
@@ -66,6 +82,8 @@ class Pipeline:
         self._settings = settings
         self._routes = routes
         self._upstream = upstream
+        self._auth = authenticator
+        self._events = events
         self._metrics = metrics
         self._lifecycle = lifecycle
         self._security_headers = security_headers
@@ -87,7 +105,11 @@ class Pipeline:
             response = await self._serve(request, exchange, forwarded_for)
         except Rejected as exc:
             response = self._decorate(problem_response(exc, exchange.request_id), exchange)
+            if isinstance(exc, RateLimitExceeded):
+                response.headers.update(exc.window.headers())
             exchange.extra["reason"] = exc.event or exc.detail
+            if exc.event is not None:
+                self._emit(request, exchange, exc)
         except UpstreamAborted as exc:
             exchange.status = 502
             exchange.extra["aborted"] = str(exc)
@@ -109,6 +131,7 @@ class Pipeline:
     async def _serve(
         self, request: web.BaseRequest, exchange: Exchange, forwarded_for: str
     ) -> web.StreamResponse:
+        client_ip = exchange.client_ip
         if self._lifecycle.closed:
             raise Draining("the sidecar is shutting down; retry", retry_after=1)
         problem = non_canonical(request.rel_url.raw_path, request.rel_url.path)
@@ -118,12 +141,21 @@ class Pipeline:
         if length is not None and length > self._max_body:
             raise BodyTooLarge(f"the request body is larger than {self._max_body} bytes")
 
+        query = request.rel_url.raw_query_string
+        if query and KEY_PATTERN.search(request.rel_url.query_string):
+            await self._refuse_key_in_url(request.rel_url.query_string, exchange)
+
         route = self._routes.match(request.method, request.rel_url.path)
         if route is None:
             raise NoRoute("no route matches this method and path")
         exchange.route = route.label
         if not route.public:
-            raise MissingKey()
+            principal = await self._auth.authenticate(self._presented_key(request), client_ip)
+            exchange.principal = principal
+            missing = missing_scopes(principal.scopes, route.scopes)
+            if missing:
+                raise MissingScope(f"the key lacks scope {' '.join(missing)}", missing)
+            await self._auth.check_rate(principal)
 
         if request.headers.get("Expect", "").lower() == "100-continue" and request.body_exists:
             # Only now, with the request accepted, ask the client for its body.
@@ -138,6 +170,12 @@ class Pipeline:
             ("X-Forwarded-Host", request.headers.get("Host", "")),
             (REQUEST_ID_HEADER, exchange.request_id),
         ]
+        if exchange.principal is not None:
+            headers += [
+                ("X-Sidecar-Key-Name", exchange.principal.name),
+                ("X-Sidecar-Key-Id", exchange.principal.key_id),
+                ("X-Sidecar-Scopes", " ".join(exchange.principal.scopes)),
+            ]
         body = LimitedBody(request.content, self._max_body) if request.body_exists else None
         forwarded = await self._upstream.forward(
             request,
@@ -150,7 +188,52 @@ class Pipeline:
         return forwarded.response
 
     def _response_headers(self, exchange: Exchange) -> dict[str, str]:
-        return {**self._security_headers, REQUEST_ID_HEADER: exchange.request_id}
+        headers = {**self._security_headers, REQUEST_ID_HEADER: exchange.request_id}
+        if exchange.principal is not None and exchange.principal.sunset is not None:
+            # RFC 8594: tell the client before its key starts failing.
+            headers["Sunset"] = format_datetime(exchange.principal.sunset, usegmt=True)
+        return headers
+
+    def _presented_key(self, request: web.BaseRequest) -> str | None:
+        authorization = request.headers.get("Authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+        if self._key_header is not None:
+            value = request.headers.get(self._key_header)
+            if value:
+                return value.strip()
+        return None
+
+    async def _refuse_key_in_url(self, query: str, exchange: Exchange) -> None:
+        match = KEY_PATTERN.search(query)
+        assert match is not None
+        key_id = await self._auth.mark_exposed(match.group(0))
+        error = KeyInUrl("API keys must not be sent in the URL; this key is now flagged exposed")
+        exchange.extra["key_id"] = key_id
+        raise error
+
+    def _emit(self, request: web.BaseRequest, exchange: Exchange, exc: Rejected) -> None:
+        assert exc.event is not None
+        key_id: str | None = None
+        key_name: str | None = None
+        if isinstance(exc, AuthenticationFailed):
+            key_id, key_name = exc.key_id, exc.key_name
+        elif exchange.principal is not None:
+            key_id, key_name = exchange.principal.key_id, exchange.principal.name
+        elif isinstance(exchange.extra.get("key_id"), str):
+            key_id = str(exchange.extra["key_id"])
+        self._events.emit(
+            exc.event,
+            request_id=exchange.request_id,
+            method=request.method,
+            path=request.rel_url.path,
+            client_ip=exchange.client_ip,
+            detail=exc.detail,
+            key_id=key_id,
+            key_name=key_name,
+        )
 
     def _decorate(self, response: web.StreamResponse, exchange: Exchange) -> web.StreamResponse:
         response.headers.update(self._response_headers(exchange))
@@ -172,6 +255,7 @@ class Pipeline:
             status=exchange.status,
             route=exchange.route,
             client_ip=exchange.client_ip,
+            key_name=exchange.principal.name if exchange.principal else None,
             duration_ms=round(duration * 1000, 3),
             **exchange.extra,
         )

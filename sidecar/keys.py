@@ -1,0 +1,124 @@
+"""Pure: the API key format, its checksum, generation, parsing, and argon2id hashing.
+
+A key reads `{prefix}_{environment}_{id}_{secret}{checksum}`:
+- `id`: 96 random bits in base62 (17 characters), public: it appears in logs and events;
+- `secret`: 256 random bits in base62 (43 characters);
+- `checksum`: the base62 CRC32 (6 characters) of everything before it, so a typo or a
+  truncated paste is refused without touching Redis, and secret scanners can match the shape.
+
+Nothing here ever puts a key string into an exception message.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+import zlib
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from sidecar.config import Argon2
+
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+ID_BYTES, ID_CHARS = 12, 17  # 62**17 > 2**96
+SECRET_BYTES, SECRET_CHARS = 32, 43  # 62**43 > 2**256
+CHECKSUM_CHARS = 6  # 62**6 > 2**32
+
+_SHAPE = re.compile(
+    rf"^([a-z][a-z0-9]{{0,15}})_([a-z0-9]{{1,16}})_([0-9A-Za-z]{{{ID_CHARS}}})"
+    rf"_([0-9A-Za-z]{{{SECRET_CHARS}}})([0-9A-Za-z]{{{CHECKSUM_CHARS}}})$"
+)
+# Anything that looks like a key, for finding keys where they must not be (URLs, logs).
+KEY_PATTERN = re.compile(
+    rf"[a-z][a-z0-9]{{0,15}}_[a-z0-9]{{1,16}}_[0-9A-Za-z]{{{ID_CHARS}}}"
+    rf"_[0-9A-Za-z]{{{SECRET_CHARS + CHECKSUM_CHARS}}}"
+)
+
+
+class MalformedKey(ValueError):
+    """The presented string is not a well-formed key (shape, prefix or checksum)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedKey:
+    prefix: str
+    environment: str
+    key_id: str
+    secret: str  # the secret with its checksum: what the argon2 hash covers
+
+    def __repr__(self) -> str:  # never let a secret reach a log through repr()
+        return f"ParsedKey({self.prefix}_{self.environment}_{self.key_id}_…)"
+
+
+def encode_base62(value: int, width: int) -> str:
+    """Fixed-width base62, most significant digit first."""
+    digits = []
+    for _ in range(width):
+        value, digit = divmod(value, 62)
+        digits.append(BASE62[digit])
+    if value:
+        raise ValueError("value does not fit the width")
+    return "".join(reversed(digits))
+
+
+def checksum(text: str) -> str:
+    return encode_base62(zlib.crc32(text.encode("ascii")), CHECKSUM_CHARS)
+
+
+def _random_base62(n_bytes: int, width: int) -> str:
+    return encode_base62(int.from_bytes(secrets.token_bytes(n_bytes), "big"), width)
+
+
+def generate_key(prefix: str, environment: str) -> tuple[str, ParsedKey]:
+    """A new key string (to show once) and its parsed parts."""
+    key_id = _random_base62(ID_BYTES, ID_CHARS)
+    body = f"{prefix}_{environment}_{key_id}_{_random_base62(SECRET_BYTES, SECRET_CHARS)}"
+    key = body + checksum(body)
+    return key, parse_key(key, prefix)
+
+
+def parse_key(text: str, prefix: str) -> ParsedKey:
+    """Split a presented key into its parts; raise `MalformedKey` for any defect."""
+    match = _SHAPE.match(text)
+    if match is None:
+        raise MalformedKey("not a well-formed API key")
+    key_prefix, environment, key_id, secret, check = match.groups()
+    if key_prefix != prefix:
+        raise MalformedKey("the key prefix is not this sidecar's")
+    if not hmac.compare_digest(check, checksum(text[:-CHECKSUM_CHARS])):
+        raise MalformedKey("the key checksum does not match")
+    return ParsedKey(key_prefix, environment, key_id, secret + check)
+
+
+def looks_like_key(text: str) -> bool:
+    return KEY_PATTERN.search(text) is not None
+
+
+class SecretHasher:
+    """argon2id with the configured parameters."""
+
+    def __init__(self, params: Argon2) -> None:
+        self._hasher = PasswordHasher(
+            time_cost=params.time_cost,
+            memory_cost=params.memory_cost,
+            parallelism=params.parallelism,
+            hash_len=32,
+            salt_len=16,
+            type=Type.ID,
+        )
+
+    def hash(self, secret: str) -> str:
+        return self._hasher.hash(secret)
+
+    def verify(self, stored_hash: str, secret: str) -> bool:
+        """True when `secret` matches; False for a mismatch or an unusable stored hash."""
+        try:
+            return self._hasher.verify(stored_hash, secret)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, stored_hash: str) -> bool:
+        return self._hasher.check_needs_rehash(stored_hash)

@@ -1,0 +1,282 @@
+"""Key records in Redis, and the key lifecycle: create, rotate, revoke, delete.
+
+Layout (all under one hash tag, so a Redis Cluster keeps them in one slot and the
+multi-key transactions below stay legal):
+- `sidecar:{keys}:id:<id>`   a hash: the record (argon2 hash + metadata), never the key
+- `sidecar:{keys}:name:<n>`  the id currently issued under name n
+- `sidecar:{keys}:ids`       every id, for listing
+Changes are announced on `INVALIDATE_CHANNEL` so every replica drops its cached copy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+from sidecar.errors import SidecarError
+from sidecar.keys import SecretHasher, generate_key
+
+_PREFIX = "sidecar:{keys}:"
+_IDS = _PREFIX + "ids"
+INVALIDATE_CHANNEL = "sidecar:keys:invalidate"
+
+
+class KeyStoreError(SidecarError):
+    """A key-management request that cannot be carried out (name taken, no such key)."""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _id_key(key_id: str) -> str:
+    return f"{_PREFIX}id:{key_id}"
+
+
+def _name_key(name: str) -> str:
+    return f"{_PREFIX}name:{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """What Redis holds about one key. Times are Unix seconds."""
+
+    key_id: str
+    name: str
+    hash: str = field(repr=False)
+    scopes: tuple[str, ...]
+    environment: str
+    created_at: float
+    service: str | None = None
+    expires_at: float | None = None
+    revoked: bool = False
+    rotated_from: str | None = None
+    rotated_to: str | None = None
+    last_used_at: float | None = None
+    exposed: bool = False
+    allow_ips: tuple[str, ...] = ()
+
+    def status(self, now: float) -> str:
+        """`revoked`, `expired`, `rotating` (old key inside its grace) or `active`."""
+        if self.revoked:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        if self.rotated_to is not None:
+            return "rotating"
+        return "active"
+
+    def rotation_due(self, now: float, max_age_days: int) -> bool:
+        return self.status(now) == "active" and now - self.created_at > max_age_days * 86400
+
+    def to_redis(self) -> dict[Any, str]:  # Any: redis-py's key type is a wide union
+        fields = {
+            "id": self.key_id,
+            "name": self.name,
+            "hash": self.hash,
+            "scopes": json.dumps(list(self.scopes)),
+            "environment": self.environment,
+            "created_at": repr(self.created_at),
+            "revoked": "1" if self.revoked else "0",
+            "exposed": "1" if self.exposed else "0",
+            "allow_ips": json.dumps(list(self.allow_ips)),
+        }
+        optional = {
+            "service": self.service,
+            "expires_at": None if self.expires_at is None else repr(self.expires_at),
+            "rotated_from": self.rotated_from,
+            "rotated_to": self.rotated_to,
+            "last_used_at": None if self.last_used_at is None else repr(self.last_used_at),
+        }
+        fields.update({name: value for name, value in optional.items() if value is not None})
+        return fields
+
+    @classmethod
+    def from_redis(cls, raw: Mapping[bytes | str, bytes | str]) -> KeyRecord:
+        data = {_text(k): _text(v) for k, v in raw.items()}
+
+        def number(name: str) -> float | None:
+            return float(data[name]) if name in data else None
+
+        return cls(
+            key_id=data["id"],
+            name=data["name"],
+            hash=data["hash"],
+            scopes=tuple(json.loads(data["scopes"])),
+            environment=data["environment"],
+            created_at=float(data["created_at"]),
+            service=data.get("service"),
+            expires_at=number("expires_at"),
+            revoked=data.get("revoked") == "1",
+            rotated_from=data.get("rotated_from"),
+            rotated_to=data.get("rotated_to"),
+            last_used_at=number("last_used_at"),
+            exposed=data.get("exposed") == "1",
+            allow_ips=tuple(json.loads(data.get("allow_ips", "[]"))),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    """A freshly issued key: `key` is shown to the operator once and then forgotten."""
+
+    key: str = field(repr=False)
+    record: KeyRecord
+
+
+class KeyStore:
+    """Key records in Redis. Used by the serving path (`fetch`) and by `sidecar keys`."""
+
+    def __init__(self, redis: aioredis.Redis, clock: Callable[[], float] = time.time) -> None:
+        self._redis = redis
+        self._clock = clock
+
+    async def fetch(self, key_id: str) -> KeyRecord | None:
+        raw = await self._redis.hgetall(_id_key(key_id))
+        return KeyRecord.from_redis(raw) if raw else None
+
+    async def create(
+        self,
+        *,
+        name: str,
+        scopes: Iterable[str],
+        prefix: str,
+        environment: str,
+        hasher: SecretHasher,
+        expires_at: float | None = None,
+        service: str | None = None,
+        allow_ips: Iterable[str] = (),
+    ) -> NewKey:
+        """Issue a key under a new, unique name."""
+        key, parsed = generate_key(prefix, environment)
+        record = KeyRecord(
+            key_id=parsed.key_id,
+            name=name,
+            hash=hasher.hash(parsed.secret),
+            scopes=tuple(scopes),
+            environment=environment,
+            created_at=self._clock(),
+            service=service,
+            expires_at=expires_at,
+            allow_ips=tuple(allow_ips),
+        )
+        if not await self._redis.set(_name_key(name), record.key_id, nx=True):
+            raise KeyStoreError(f"a key named {name!r} exists already (rotate or delete it)")
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(_id_key(record.key_id), mapping=record.to_redis())
+            pipe.sadd(_IDS, record.key_id)
+            await pipe.execute()
+        return NewKey(key=key, record=record)
+
+    async def rotate(
+        self, name: str, *, grace_s: float, prefix: str, hasher: SecretHasher
+    ) -> NewKey:
+        """Issue a new key under `name`; the old one keeps working for `grace_s` seconds."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(_name_key(name))
+                    old = await self._current(name, pipe)
+                    if old.revoked:
+                        raise KeyStoreError(f"key {name!r} is revoked: delete it and create anew")
+                    now = self._clock()
+                    key, parsed = generate_key(prefix, old.environment)
+                    new = replace(
+                        old,
+                        key_id=parsed.key_id,
+                        hash=hasher.hash(parsed.secret),
+                        created_at=now,
+                        rotated_from=old.key_id,
+                        rotated_to=None,
+                        last_used_at=None,
+                        exposed=False,
+                    )
+                    grace_end = now + max(grace_s, 0.0)
+                    old_end = (
+                        grace_end if old.expires_at is None else min(old.expires_at, grace_end)
+                    )
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.hset(_id_key(new.key_id), mapping=new.to_redis())
+                    pipe.sadd(_IDS, new.key_id)
+                    pipe.hset(
+                        _id_key(old.key_id),
+                        mapping={"rotated_to": new.key_id, "expires_at": repr(old_end)},
+                    )
+                    pipe.set(_name_key(name), new.key_id)
+                    await pipe.execute()
+                    break
+                except WatchError:
+                    continue  # someone else changed the name meanwhile: read again
+        await self._announce(old.key_id)
+        return NewKey(key=key, record=new)
+
+    async def revoke(self, name: str) -> list[str]:
+        """Revoke the key under `name` and any older key of it still in its rotation grace."""
+        ids = [record.key_id for record in await self.records_named(name)]
+        if not ids:
+            raise KeyStoreError(f"no key named {name!r}")
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for key_id in ids:
+                pipe.hset(_id_key(key_id), "revoked", "1")
+            await pipe.execute()
+        await self._announce(*ids)
+        return ids
+
+    async def delete(self, name: str) -> list[str]:
+        """Remove every record of `name`; its keys fail as unknown from then on."""
+        ids = [record.key_id for record in await self.records_named(name)]
+        if not ids:
+            raise KeyStoreError(f"no key named {name!r}")
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for key_id in ids:
+                pipe.delete(_id_key(key_id))
+                pipe.srem(_IDS, key_id)
+            pipe.delete(_name_key(name))
+            await pipe.execute()
+        await self._announce(*ids)
+        return ids
+
+    async def records(self) -> list[KeyRecord]:
+        ids = sorted(_text(member) for member in await self._redis.smembers(_IDS))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key_id in ids:
+                pipe.hgetall(_id_key(key_id))
+            raws = await pipe.execute()
+        records = [KeyRecord.from_redis(raw) for raw in raws if raw]
+        return sorted(records, key=lambda record: (record.name, record.created_at))
+
+    async def records_named(self, name: str) -> list[KeyRecord]:
+        return [record for record in await self.records() if record.name == name]
+
+    async def mark_exposed(self, key_id: str) -> None:
+        if await self._redis.exists(_id_key(key_id)):
+            await self._redis.hset(_id_key(key_id), "exposed", "1")
+
+    async def touch(self, key_id: str, when: float) -> None:
+        """Record `last_used_at`; a key deleted meanwhile is not brought back as a stub."""
+        if await self._redis.exists(_id_key(key_id)):
+            await self._redis.hset(_id_key(key_id), "last_used_at", repr(when))
+
+    async def replace_hash(self, key_id: str, new_hash: str) -> None:
+        """After the argon2 parameters change, store the hash re-made with the new ones."""
+        if await self._redis.exists(_id_key(key_id)):
+            await self._redis.hset(_id_key(key_id), "hash", new_hash)
+
+    async def _current(self, name: str, client: aioredis.Redis) -> KeyRecord:
+        key_id = await client.get(_name_key(name))
+        if key_id is None:
+            raise KeyStoreError(f"no key named {name!r}")
+        raw = await client.hgetall(_id_key(_text(key_id)))
+        if not raw:
+            raise KeyStoreError(f"key {name!r} has no record (delete it and create anew)")
+        return KeyRecord.from_redis(raw)
+
+    async def _announce(self, *key_ids: str) -> None:
+        for key_id in key_ids:
+            await self._redis.publish(INVALIDATE_CHANNEL, key_id)
