@@ -10,7 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,14 @@ from sidecar.embedded_redis import free_port
 
 __all__ = [
     "RawResponse",
+    "SidecarProcess",
+    "accepts_connections",
     "free_port",
     "is_listening",
     "raw_tls_exchange",
     "run_cli",
     "sidecar_env",
+    "sidecar_process",
     "wait_until",
     "write_config",
 ]
@@ -157,3 +160,56 @@ def run_cli(
         env=dict(env) if env is not None else sidecar_env(),
         check=False,
     )
+
+
+async def accepts_connections(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a TCP connect to the port succeeds now (without blocking the event loop)."""
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+@dataclass
+class SidecarProcess:
+    """`python -m sidecar serve` as a child of the test's event loop, output kept in a file."""
+
+    process: asyncio.subprocess.Process
+    output: Path
+
+    def log(self) -> str:
+        return self.output.read_text(errors="replace")[-4000:]
+
+    async def wait_exit(self, within: float) -> int:
+        try:
+            return await asyncio.wait_for(self.process.wait(), within)
+        except TimeoutError:
+            raise AssertionError(f"sidecar did not exit within {within}s:\n{self.log()}") from None
+
+
+@contextlib.asynccontextmanager
+async def sidecar_process(config: Path, output: Path) -> AsyncIterator[SidecarProcess]:
+    """Start `serve --config CONFIG`; on the way out, kill it if the test left it running."""
+    with output.open("wb") as sink:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sidecar",
+            "serve",
+            "--config",
+            str(config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=sink,
+            stderr=asyncio.subprocess.STDOUT,
+            env=sidecar_env(),
+        )
+    try:
+        yield SidecarProcess(process, output)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -1,0 +1,121 @@
+"""SPEC §11: SIGTERM drains: not ready at once, keep serving for drain_s, stop accepting,
+let in-flight requests finish within grace_s, exit 0.
+
+The sidecar runs as a real `python -m sidecar serve` process; the upstream it forwards to
+runs in this test's event loop, so the test decides when the in-flight request may finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import ssl
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from sidecar.embedded_redis import EmbeddedRedis
+from tests.helpers import (
+    SidecarProcess,
+    accepts_connections,
+    free_port,
+    sidecar_process,
+    wait_until,
+    write_config,
+)
+from tests.upstream import UpstreamServer
+
+DRAIN_S = 1.0
+GRACE_S = 5.0
+START_DEADLINE_S = 15.0
+
+
+async def readyz_status(session: aiohttp.ClientSession, health_port: int) -> int | None:
+    try:
+        async with session.get(
+            f"http://127.0.0.1:{health_port}/readyz", timeout=aiohttp.ClientTimeout(total=1)
+        ) as response:
+            return response.status
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+async def wait_ready(sidecar: SidecarProcess, session: aiohttp.ClientSession, port: int) -> None:
+    async def ready() -> bool:
+        if sidecar.process.returncode is not None:
+            raise AssertionError(f"sidecar exited at start-up:\n{sidecar.log()}")
+        return await readyz_status(session, port) == 200
+
+    await wait_until(ready, within=START_DEADLINE_S, interval=0.05)
+
+
+@pytest.mark.slow
+async def test_sigterm_drains_then_finishes_in_flight_requests(
+    tmp_path: Path,
+    cert_files: tuple[Path, Path],
+    redis_server: EmbeddedRedis,
+    upstream: UpstreamServer,
+    client_ssl: ssl.SSLContext,
+) -> None:
+    proxy_port, health_port = free_port(), free_port()
+    config = write_config(
+        tmp_path / "sidecar.yaml",
+        {
+            "listen": {"address": "127.0.0.1", "port": proxy_port},
+            "health": {"address": "127.0.0.1", "port": health_port},
+            "tls": {"cert_file": str(cert_files[0]), "key_file": str(cert_files[1])},
+            "upstream": {"url": upstream.url, "timeout_s": 10},
+            "redis": {"url": redis_server.url},
+            "audit": {"spool_dir": str(tmp_path / "spool")},
+            "routes": [{"path": "/public/**", "public": True}],
+            "shutdown": {"drain_s": DRAIN_S, "grace_s": GRACE_S},
+        },
+    )
+    proxy_url = f"https://localhost:{proxy_port}"
+    async with (
+        sidecar_process(config, tmp_path / "sidecar.log") as sidecar,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl)) as session,
+    ):
+        await wait_ready(sidecar, session, health_port)
+
+        async def in_flight_request() -> tuple[int, str]:
+            async with session.get(proxy_url + "/public/wait") as response:
+                return response.status, await response.text()
+
+        in_flight = asyncio.create_task(in_flight_request())
+        await asyncio.wait_for(upstream.entered.wait(), 5)
+
+        sidecar.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+
+        # Not ready at once: well inside the drain window.
+        async def not_ready() -> bool:
+            return await readyz_status(session, health_port) == 503
+
+        await wait_until(not_ready, within=DRAIN_S / 2)
+
+        # Still serving during the drain window, but asking clients to go elsewhere.
+        async with session.get(proxy_url + "/public/during-drain") as response:
+            assert response.status == 200
+            assert response.headers.get("Connection", "").lower() == "close"
+        assert time.monotonic() - signalled < DRAIN_S, "the check above ran past the window"
+
+        # After the drain window the listener closes; the held request is still in flight.
+        async def stopped_accepting() -> bool:
+            return not await accepts_connections(proxy_port)
+
+        await wait_until(stopped_accepting, within=DRAIN_S + 2)
+        assert time.monotonic() - signalled >= DRAIN_S * 0.9  # not before the drain ended
+        assert not in_flight.done()
+        assert sidecar.process.returncode is None
+
+        upstream.release.set()
+        status, body = await asyncio.wait_for(in_flight, 5)
+        assert (status, body) == (200, "released")
+
+        returncode = await sidecar.wait_exit(within=GRACE_S)
+        assert returncode == 0, sidecar.log()
+        assert "Traceback" not in sidecar.log()
+    assert [seen.path for seen in upstream.seen] == ["/public/wait", "/public/during-drain"]
