@@ -28,8 +28,8 @@ SECRET_BYTES, SECRET_CHARS = 32, 43  # 62**43 > 2**256
 CHECKSUM_CHARS = 6  # 62**6 > 2**32
 
 _SHAPE = re.compile(
-    rf"^([a-z][a-z0-9]{{0,15}})_([a-z0-9]{{1,16}})_([0-9A-Za-z]{{{ID_CHARS}}})"
-    rf"_([0-9A-Za-z]{{{SECRET_CHARS}}})([0-9A-Za-z]{{{CHECKSUM_CHARS}}})$"
+    rf"([a-z][a-z0-9]{{0,15}})_([a-z0-9]{{1,16}})_([0-9A-Za-z]{{{ID_CHARS}}})"
+    rf"_([0-9A-Za-z]{{{SECRET_CHARS}}})([0-9A-Za-z]{{{CHECKSUM_CHARS}}})"
 )
 # Anything that looks like a key, for finding keys where they must not be (URLs, logs).
 KEY_PATTERN = re.compile(
@@ -82,7 +82,7 @@ def generate_key(prefix: str, environment: str) -> tuple[str, ParsedKey]:
 
 def parse_key(text: str, prefix: str) -> ParsedKey:
     """Split a presented key into its parts; raise `MalformedKey` for any defect."""
-    match = _SHAPE.match(text)
+    match = _SHAPE.fullmatch(text)  # not .match: `$` would let a trailing newline through
     if match is None:
         raise MalformedKey("not a well-formed API key")
     key_prefix, environment, key_id, secret, check = match.groups()
