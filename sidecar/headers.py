@@ -81,7 +81,7 @@ def request_headers_to_forward(
     """The client's headers minus hop-by-hop, credentials and anything the proxy sets itself."""
     dropped = HOP_BY_HOP | _SET_BY_PROXY | connection_tokens(connection)
     if key_header is not None:
-        dropped = dropped | {key_header}
+        dropped = dropped | {key_header.lower()}  # names are compared lower-cased
     return [(name, value) for name, value in headers if name.lower() not in dropped]
 
 
