@@ -10,6 +10,9 @@ from sidecar.errors import AuthenticationFailed, Draining, MissingKey, MissingSc
 
 PROBLEM_JSON = "application/problem+json"
 REALM = 'Bearer realm="sidecar"'
+# The client-facing problem type of events a client must not tell apart: an unknown id and a
+# wrong secret answer alike, or a guesser could enumerate key ids. The events stream keeps both.
+_PUBLIC_EVENT = {"invalid_secret": "unknown_key"}
 
 
 def www_authenticate(exc: Rejected) -> str | None:
@@ -28,8 +31,9 @@ def www_authenticate(exc: Rejected) -> str | None:
 
 def problem_response(exc: Rejected, request_id: str) -> web.Response:
     """The response for a request the proxy answers itself."""
+    kind = _PUBLIC_EVENT.get(exc.event, exc.event) if exc.event is not None else exc.status
     body = {
-        "type": f"urn:sidecar:problem:{exc.event or exc.status}",
+        "type": f"urn:sidecar:problem:{kind}",
         "title": exc.title,
         "status": exc.status,
         "detail": exc.detail,
