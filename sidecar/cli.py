@@ -19,16 +19,32 @@ from sidecar.tls import check_certificate, create_server_context
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common_options(*, suppress: bool) -> argparse.ArgumentParser:
+    """--config and --json, accepted before and after the command. The copies on the
+    subcommands default to SUPPRESS so they cannot overwrite a value given before the command."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--config", metavar="PATH", help="YAML file (default: $SIDECAR_CONFIG or ./sidecar.yaml)"
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS if suppress else None,
+        help="YAML file (default: $SIDECAR_CONFIG or ./sidecar.yaml)",
     )
-    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="machine-readable output",
+    )
+    return common
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="sidecar", description="API-key authentication sidecar.", parents=[common]
+        prog="sidecar",
+        description="API-key authentication sidecar.",
+        parents=[_common_options(suppress=False)],
     )
+    common = _common_options(suppress=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("serve", parents=[common], help="run the proxy")
     commands.add_parser("check-config", parents=[common], help="validate the configuration")

@@ -234,12 +234,6 @@ def test_unknown_sidecar_variable_fails_check_config(make_config: ConfigFactory)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py: options given before the command are overwritten by the subcommand's "
-    "defaults (both parsers declare --config/--json), so `sidecar --config F check-config` "
-    "silently reads ./sidecar.yaml",
-)
 def test_options_before_the_command_are_honoured(make_config: ConfigFactory) -> None:
     result = run_cli("--config", str(make_config()), "--json", "check-config")
     assert result.returncode == 0, result.stderr
