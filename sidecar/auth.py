@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
+import secrets
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +72,9 @@ class Authenticator:
         self._metrics = metrics
         self.cache = KeyCache(keys.cache_ttl_s, keys.stale_if_error_s)
         self._hasher = SecretHasher(keys.argon2)
+        # Verified against when a key id is unknown, so that costs what a wrong secret costs.
+        self._decoy_hash = self._hasher.hash(secrets.token_urlsafe(32))
+        self._in_flight: dict[tuple[str, bytes], asyncio.Task[KeyRecord]] = {}
         self._pool = ThreadPoolExecutor(argon2_workers, thread_name_prefix="argon2")
         self._slots = asyncio.Semaphore(argon2_workers)
         self._queue_limit = argon2_queue
@@ -120,7 +124,7 @@ class Authenticator:
     ) -> KeyRecord:
         try:
             await self._refuse_blocked_ip(client_ip)
-            record = await self._store.fetch(key_id)
+            return await self._verify_once(key_id, secret, digest)
         except (RedisError, OSError):
             self._metrics.redis_errors.inc()
             if stale is not None:
@@ -129,11 +133,39 @@ class Authenticator:
             raise Unavailable(
                 "the key store is unreachable and this key is not cached", retry_after=1
             ) from None
+        except AuthenticationFailed as exc:
+            if exc.event in ("unknown_key", "invalid_secret"):
+                await self._count_failure(client_ip)
+            raise
+
+    async def _verify_once(self, key_id: str, secret: str, digest: bytes) -> KeyRecord:
+        """Concurrent requests with the same uncached key share one look-up and one argon2
+        run: a cold burst must not cost argon2 once per request (SPEC §4: once per key)."""
+        flight_key = (key_id, digest)
+        flight = self._in_flight.get(flight_key)
+        if flight is None:
+            hit = self.cache.get(key_id, digest)
+            if hit is not None and hit.fresh:
+                return hit.record  # verified by another request while this one awaited Redis
+            flight = asyncio.create_task(self._look_up(key_id, secret, digest))
+            self._in_flight[flight_key] = flight
+            flight.add_done_callback(lambda done: self._landed(flight_key, done))
+        # Shielded: a client that goes away must not cancel the verification others await.
+        return await asyncio.shield(flight)
+
+    def _landed(self, flight_key: tuple[str, bytes], flight: asyncio.Task[KeyRecord]) -> None:
+        if self._in_flight.get(flight_key) is flight:
+            del self._in_flight[flight_key]
+        if not flight.cancelled():
+            flight.exception()  # retrieved here: every waiter may have gone away meanwhile
+
+    async def _look_up(self, key_id: str, secret: str, digest: bytes) -> KeyRecord:
+        record = await self._store.fetch(key_id)
         if record is None:
-            await self._count_failure(client_ip)
+            # As slow as a wrong secret: the clock must not tell a guesser which ids exist.
+            await self._argon2(self._decoy_hash, secret)
             raise AuthenticationFailed(_UNKNOWN, event="unknown_key", key_id=key_id)
         if not await self._argon2(record.hash, secret):
-            await self._count_failure(client_ip)
             raise AuthenticationFailed(_UNKNOWN, event="invalid_secret", key_id=key_id)
         if record.environment != self._environment:
             raise AuthenticationFailed(

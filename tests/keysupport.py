@@ -14,7 +14,8 @@ import redis.asyncio as aioredis
 
 from sidecar.config import Settings
 from sidecar.keys import SecretHasher
-from sidecar.keystore import KeyStore, NewKey
+from sidecar.keystore import INVALIDATE_CHANNEL, KeyStore, NewKey
+from tests.helpers import wait_until
 
 # argon2id at its cheapest, so the suite stays fast; one test checks the real defaults.
 FAST_ARGON2: dict[str, int] = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
@@ -91,3 +92,19 @@ async def event_for(
         if event.get("request_id") == request_id:
             return event
     return None
+
+
+async def invalidation_listeners(redis: aioredis.Redis) -> int:
+    """How many processes are subscribed to key invalidations right now."""
+    counts = await redis.pubsub_numsub(INVALIDATE_CHANNEL)
+    return int(counts[0][1]) if counts else 0
+
+
+async def wait_for_invalidation_listeners(redis: aioredis.Redis, count: int = 1) -> None:
+    """A sidecar clears its key cache when its invalidation feed (re)subscribes; tests that
+    count argon2 runs or cache hits wait for that first, so the clear cannot land mid-test."""
+
+    async def listening() -> bool:
+        return await invalidation_listeners(redis) >= count
+
+    await wait_until(listening, within=5)
