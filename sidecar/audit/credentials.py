@@ -85,9 +85,12 @@ def is_empty(value: object) -> bool:
 
 
 def finding_label(name: str) -> str:
-    """A field name or pointer fit for a finding: bounded, and never showing a card number."""
+    """A field name or pointer fit for a finding: bounded, and never showing a card number.
+
+    A long one keeps its end: the field's own name says more than the way to it.
+    """
     label, _ = mask_cards(name)
-    return label if len(label) <= _LABEL_MAX else label[: _LABEL_MAX - 1] + "…"
+    return label if len(label) <= _LABEL_MAX else "…" + label[1 - _LABEL_MAX :]
 
 
 # Text the JSON walk could not take (not JSON, cut off by the capture limit, nested too deep) is
