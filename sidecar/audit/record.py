@@ -1,0 +1,239 @@
+"""Pure: the audit record of one exchange, exactly as SPEC §7 lays it out (schema v1).
+
+Bodies are captured up to a limit while they stream (`BodyCapture`), then written as UTF-8 text
+or, when they are not UTF-8, as base64. What the data guard masks in a forwarded body is masked
+in every body the record keeps (SPEC §7: "including raw_body"); credential headers never enter it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from sidecar.audit.cards import mask_cards
+from sidecar.audit.credentials import is_credential_name
+from sidecar.audit.guard import redact_bytes, redact_text
+from sidecar.headers import CREDENTIAL_HEADERS
+
+SCHEMA_VERSION = 1
+UTF8 = "utf-8"
+BASE64 = "base64"
+_FORM = "application/x-www-form-urlencoded"
+# The longest a UTF-8 sequence can lack at the end of a capture: a 4-byte one cut after 3.
+_MAX_CUT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedBody:
+    """The first bytes of a body (up to the capture limit) and how many bytes it had in all."""
+
+    data: bytes
+    total: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.data)
+
+
+class BodyCapture:
+    """A tee for a streaming body: keeps the first `limit` bytes, counts every byte."""
+
+    __slots__ = ("_buffer", "_limit", "_total")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 0:
+            raise ValueError("the capture limit cannot be negative")
+        self._limit = limit
+        self._buffer = bytearray()
+        self._total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self._total += len(chunk)
+        room = self._limit - len(self._buffer)
+        if room > 0:
+            self._buffer += chunk[:room]
+
+    def result(self) -> CapturedBody:
+        return CapturedBody(bytes(self._buffer), self._total)
+
+
+def capture(data: bytes, limit: int) -> CapturedBody:
+    """A whole body already in hand (the guard's output, say), captured as `BodyCapture` would."""
+    return CapturedBody(data[:limit], len(data))
+
+
+def encode_body(data: bytes, *, truncated: bool = True) -> tuple[str, str]:
+    """(text, "utf-8") when `data` is UTF-8, else (base64 text, "base64").
+
+    A capture cut at the limit may end inside a multi-byte character: when `truncated`, up to
+    three bytes of an incomplete final sequence are left out instead of turning the whole body
+    into base64.
+    """
+    text = _utf8(data, truncated=truncated)
+    if text is not None:
+        return text, UTF8
+    return base64.b64encode(data).decode("ascii"), BASE64
+
+
+def _utf8(data: bytes, *, truncated: bool) -> str | None:
+    try:
+        return data.decode(UTF8)
+    except UnicodeDecodeError as error:
+        cut_short = error.reason == "unexpected end of data" and error.end == len(data)
+        if truncated and cut_short and len(data) - error.start <= _MAX_CUT:
+            # The decoder stops at the first problem: everything before it is valid.
+            return data[: error.start].decode(UTF8)
+        return None
+
+
+def recordable_headers(
+    headers: Iterable[tuple[str, str]], key_header: str | None
+) -> dict[str, str]:
+    """Headers fit for the record: names lower-cased, repeats joined with ", ", credentials out.
+
+    Out go the credential headers (`Authorization`, `Proxy-Authorization`, `Cookie`,
+    `Set-Cookie`), the configured key header, and any header named like a credential
+    (`X-Api-Key`, `X-Auth-Token`): a record must never hold a secret in cleartext.
+    """
+    dropped = CREDENTIAL_HEADERS | ({key_header.lower()} if key_header else set())
+    recorded: dict[str, str] = {}
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered in dropped or is_credential_name(lowered):
+            continue
+        recorded[lowered] = f"{recorded[lowered]}, {value}" if lowered in recorded else value
+    return recorded
+
+
+def build_record(
+    *,
+    ts: str,
+    request_id: str,
+    method: str,
+    path: str,
+    query: str,
+    client_ip: str,
+    key_name: str | None,
+    key_id: str | None,
+    scopes: Sequence[str],
+    request_headers: Mapping[str, str],
+    raw_body: CapturedBody,
+    mapped_body: CapturedBody | None,
+    response_status: int,
+    response_headers: Mapping[str, str],
+    response_body: CapturedBody,
+    duration_ms: float,
+    upstream_ms: float | None,
+    card_numbers: str,
+    credentials: str,
+) -> dict[str, object]:
+    """The SPEC §7 record; `mapped_body` None means the body was forwarded as received.
+
+    The guard's masking (`card_numbers`, `credentials` modes other than off) is applied to both
+    request bodies, to the response body, and to the path and query; headers are filtered
+    again here, so a caller that forgot `recordable_headers` still leaks no credential header.
+    """
+    masking = _Masking(card_numbers=card_numbers, credentials=credentials)
+    request_headers = recordable_headers(request_headers.items(), None)
+    response_headers = recordable_headers(response_headers.items(), None)
+    raw_text, mapped_text, encoding = masking.request_bodies(
+        raw_body, mapped_body, request_headers.get("content-type")
+    )
+    response_text = masking.body(response_body, response_headers.get("content-type"))
+    return {
+        "v": SCHEMA_VERSION,
+        "ts": ts,
+        "request_id": request_id,
+        "method": method,
+        "path": masking.path(path),
+        "query": masking.query(query),
+        "client_ip": client_ip,
+        "key_name": key_name,
+        "key_id": key_id,
+        "scopes": list(scopes),
+        "request": {
+            "headers": request_headers,
+            "raw_body": raw_text,
+            "mapped_body": mapped_text,
+            "body_encoding": encoding,
+            "body_truncated": raw_body.truncated,
+            "body_bytes": raw_body.total,
+        },
+        "response": {
+            "status": response_status,
+            "headers": response_headers,
+            "body": response_text,
+            "body_truncated": response_body.truncated,
+            "body_bytes": response_body.total,
+        },
+        "duration_ms": _milliseconds(duration_ms),
+        "upstream_ms": None if upstream_ms is None else _milliseconds(upstream_ms),
+    }
+
+
+def dumps_record(record: Mapping[str, object]) -> bytes:
+    """The record as compact UTF-8 JSON: one stream entry, one spool line."""
+    try:
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return text.encode(UTF8)
+    except UnicodeEncodeError:  # a lone surrogate from a `\ud800` escape: escape everything
+        return json.dumps(record, separators=(",", ":"), allow_nan=False).encode("ascii")
+
+
+def _milliseconds(value: float) -> float | None:
+    # NaN or infinity would make the document invalid JSON; a clock glitch must not do that.
+    return round(value, 3) if math.isfinite(value) else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Masking:
+    card_numbers: str
+    credentials: str
+
+    def text(self, text: str, content_type: str | None) -> str:
+        return redact_text(
+            text,
+            card_numbers=self.card_numbers,
+            credentials=self.credentials,
+            content_type=content_type,
+        )
+
+    def binary(self, data: bytes, content_type: str | None) -> str:
+        masked = redact_bytes(
+            data,
+            card_numbers=self.card_numbers,
+            credentials=self.credentials,
+            content_type=content_type,
+        )
+        return base64.b64encode(masked).decode("ascii")
+
+    def request_bodies(
+        self, raw: CapturedBody, mapped: CapturedBody | None, content_type: str | None
+    ) -> tuple[str, str, str]:
+        """(raw_body, mapped_body, body_encoding): one encoding for both, so they compare."""
+        raw_text = _utf8(raw.data, truncated=raw.truncated)
+        mapped_text = raw_text if mapped is None else _utf8(mapped.data, truncated=mapped.truncated)
+        if raw_text is not None and mapped_text is not None:
+            recorded = self.text(raw_text, content_type)
+            if mapped is None:
+                return recorded, recorded, UTF8
+            return recorded, self.text(mapped_text, content_type), UTF8
+        recorded = self.binary(raw.data, content_type)
+        if mapped is None:
+            return recorded, recorded, BASE64
+        return recorded, self.binary(mapped.data, content_type), BASE64
+
+    def body(self, body: CapturedBody, content_type: str | None) -> str:
+        text = _utf8(body.data, truncated=body.truncated)
+        if text is None:
+            return self.binary(body.data, content_type)
+        return self.text(text, content_type)
+
+    def path(self, path: str) -> str:
+        return mask_cards(path)[0] if self.card_numbers != "off" else path
+
+    def query(self, query: str) -> str:
+        return self.text(query, _FORM)
