@@ -5,9 +5,12 @@ Keys are always generated while the tests run; none is ever written into the rep
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -15,7 +18,7 @@ import redis.asyncio as aioredis
 from sidecar.config import Settings
 from sidecar.keys import SecretHasher
 from sidecar.keystore import INVALIDATE_CHANNEL, KeyStore, NewKey
-from tests.helpers import wait_until
+from tests.helpers import sidecar_env, wait_until
 
 # argon2id at its cheapest, so the suite stays fast; one test checks the real defaults.
 FAST_ARGON2: dict[str, int] = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
@@ -108,3 +111,36 @@ async def wait_for_invalidation_listeners(redis: aioredis.Redis, count: int = 1)
         return await invalidation_listeners(redis) >= count
 
     await wait_until(listening, within=5)
+
+
+@dataclass(frozen=True)
+class Completed:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+CLI_DEADLINE_S = 30.0
+
+
+async def sidecar_cli(*args: str) -> Completed:
+    """`python -m sidecar ARGS` without blocking the event loop (in-process sidecars and the
+    upstream keep serving meanwhile); killed if it outlives `CLI_DEADLINE_S`."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sidecar",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=sidecar_env(),
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), CLI_DEADLINE_S)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return Completed(process.returncode, out.decode(), err.decode())
