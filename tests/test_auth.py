@@ -32,8 +32,10 @@ ROUTES: list[dict[str, Any]] = [
 ]
 INVALID_TOKEN = 'Bearer realm="sidecar", error="invalid_token"'
 EXPIRED = INVALID_TOKEN + ', error_description="key expired"'
-# Redis commands the key look-up path uses: none may run for a key refused on its shape.
-LOOKUP_COMMANDS = ("hgetall", "get", "evalsha", "eval", "exists", "hset")
+# Redis commands of the key look-up path (the failed-auth peek: PTTL; the record: HGETALL;
+# flags and last_used_at: EXISTS, HSET): none may run for a key refused on its shape. GET and
+# EVALSHA are not in the list: the events writer uses them to record the refusal itself.
+LOOKUP_COMMANDS = ("hgetall", "pttl", "exists", "hset")
 
 
 @dataclass
@@ -150,6 +152,12 @@ async def test_malformed_key_is_refused_without_touching_redis(
         assert after.get(command, 0) == before.get(command, 0), command
     await expect_event(redis_client, answer.request_id, "malformed_key")
     assert upstream.seen == []
+
+    # The control: a well-formed key is looked up, and the counters show it.
+    assert (await call(proxy, "/v1/orders/1", key=real)).status == 200
+    looked_up = await command_calls(redis_client)
+    assert looked_up["hgetall"] > after.get("hgetall", 0)
+    assert looked_up["pttl"] > after.get("pttl", 0)
 
 
 async def test_unknown_key_and_wrong_secret_answer_alike(
