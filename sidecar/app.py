@@ -14,6 +14,11 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from sidecar.audit.crypto import BodyCipher
+from sidecar.audit.retention import keep_trimmed
+from sidecar.audit.spool import Spool, SpoolBudget
+from sidecar.audit.trail import RECORD_FIELD, AuditTrail
+from sidecar.audit.writer import DurableStreamWriter, WriterHooks
 from sidecar.auth import Authenticator
 from sidecar.config import Settings
 from sidecar.events import EVENT_FIELD, EventLog
@@ -27,10 +32,7 @@ from sidecar.proxy import UpstreamClient, create_upstream_session
 from sidecar.ratelimit import RateLimiter
 from sidecar.redis_conn import create_redis
 from sidecar.routes import RouteTable
-from sidecar.streams import StreamWriter, trim_older_than
 from sidecar.tls import Certificate
-
-RETENTION_EVERY_S = 3600.0
 
 
 @dataclass(slots=True)
@@ -74,17 +76,19 @@ async def open_sidecar(settings: Settings, certificate: Certificate) -> AsyncIte
         stack.push_async_callback(session.close)
         authenticator = _create_authenticator(settings, redis, metrics)
         stack.callback(authenticator.close)
-        event_writer = StreamWriter(
-            redis,
-            settings.audit.events_stream,
-            EVENT_FIELD,
-            on_dropped=lambda n: metrics.audit_records.labels("rejected").inc(n),
-            on_error=metrics.redis_errors.inc,
+        budget = SpoolBudget(settings.audit.spool_max_bytes)
+        audit_writer = _durable_writer(
+            redis, settings.audit.stream, RECORD_FIELD, settings, budget, metrics, audited=True
+        )
+        event_writer = _durable_writer(
+            redis, settings.audit.events_stream, EVENT_FIELD, settings, budget, metrics
         )
         tasks = BackgroundTasks()
         stack.push_async_callback(tasks.cancel_all)
-        stack.push_async_callback(event_writer.flush, settings.shutdown.grace_s)
-        tasks.start(event_writer.run())
+        for writer in (audit_writer, event_writer):
+            # On the way out: everything queued goes to Redis, or to the spool for next time.
+            stack.push_async_callback(writer.flush, settings.shutdown.grace_s)
+            tasks.start(writer.run())
         tasks.start(
             listen_for_invalidations(
                 settings.redis.url,
@@ -93,18 +97,26 @@ async def open_sidecar(settings: Settings, certificate: Certificate) -> AsyncIte
                 on_error=metrics.redis_errors.inc,
             )
         )
-        tasks.start(_retention(redis, [settings.audit.events_stream], settings, metrics))
+        tasks.start(
+            keep_trimmed(
+                redis,
+                [settings.audit.stream, settings.audit.events_stream],
+                settings.audit.retention_days,
+                on_error=metrics.redis_errors.inc,
+            )
+        )
         pipeline = Pipeline(
             settings,
             routes=RouteTable(settings.routes, settings.default_route),
             upstream=UpstreamClient(settings.upstream, session),
             authenticator=authenticator,
             events=EventLog(event_writer, metrics),
+            audit=AuditTrail(settings, audit_writer, _cipher(settings), metrics),
             metrics=metrics,
             lifecycle=lifecycle,
             security_headers=headers,
         )
-        checks = _readiness_checks(certificate, redis, lifecycle, metrics)
+        checks = _readiness_checks(certificate, redis, lifecycle, metrics, audit_writer)
         yield Sidecar(
             settings=settings,
             certificate=certificate,
@@ -137,17 +149,35 @@ def _create_authenticator(
     )
 
 
-async def _retention(
-    redis: aioredis.Redis, streams: list[str], settings: Settings, metrics: Metrics
-) -> None:
-    """Trim every stream to `audit.retention_days` at start-up and then hourly."""
-    while True:
-        for stream in streams:
-            try:
-                await trim_older_than(redis, stream, settings.audit.retention_days)
-            except (RedisError, OSError):
-                metrics.redis_errors.inc()
-        await asyncio.sleep(RETENTION_EVERY_S)
+def _durable_writer(
+    redis: aioredis.Redis,
+    stream: str,
+    field_name: str,
+    settings: Settings,
+    budget: SpoolBudget,
+    metrics: Metrics,
+    *,
+    audited: bool = False,
+) -> DurableStreamWriter:
+    """A spooling writer; the audit stream's one also drives the audit metrics."""
+    directory = settings.audit.spool_dir / ("audit" if audited else "events")
+    hooks = WriterHooks(redis_error=metrics.redis_errors.inc)
+    if audited:
+        records = metrics.audit_records
+        hooks = WriterHooks(
+            written=records.labels("written").inc,
+            spooled=records.labels("spooled").inc,
+            replayed=records.labels("replayed").inc,
+            redis_error=metrics.redis_errors.inc,
+            depth=metrics.audit_queue_depth.set,
+            spool_bytes=metrics.audit_spool_bytes.set,
+        )
+    return DurableStreamWriter(redis, stream, field_name, Spool(directory, budget), hooks=hooks)
+
+
+def _cipher(settings: Settings) -> BodyCipher | None:
+    path = settings.audit.encryption_key_file
+    return None if path is None else BodyCipher.from_file(path)
 
 
 class BackgroundTasks:
@@ -166,7 +196,11 @@ class BackgroundTasks:
 
 
 def _readiness_checks(
-    certificate: Certificate, redis: aioredis.Redis, lifecycle: Lifecycle, metrics: Metrics
+    certificate: Certificate,
+    redis: aioredis.Redis,
+    lifecycle: Lifecycle,
+    metrics: Metrics,
+    audit_writer: DurableStreamWriter,
 ) -> list[ReadinessCheck]:
     async def config_loaded() -> str | None:
         return None  # a process that got this far has a valid configuration
@@ -187,9 +221,13 @@ def _readiness_checks(
     async def not_draining() -> str | None:
         return "shutting down" if lifecycle.draining else None
 
+    async def audit_accepting() -> str | None:
+        return None if audit_writer.can_accept() else "audit spool full: requests are refused"
+
     return [
         ReadinessCheck("config", config_loaded),
         ReadinessCheck("certificate", certificate_valid),
         ReadinessCheck("redis", redis_answers),
         ReadinessCheck("draining", not_draining),
+        ReadinessCheck("audit", audit_accepting),
     ]

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from sidecar import cli_keys
+from sidecar import cli_audit, cli_keys
 from sidecar.config import Settings, config_named, config_path, load_settings
 from sidecar.errors import ConfigError, SidecarError
 from sidecar.logs import configure_logging
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("check-config", parents=[common], help="validate the configuration")
     commands.add_parser("demo", parents=[common], help="run a self-contained demo")
     cli_keys.add_parsers(commands, common)
+    cli_audit.add_parsers(commands, common)
     return parser
 
 
@@ -60,13 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check-config": _check_config,
         "demo": _demo,
         "keys": _keys,
+        "audit": _streams,
+        "events": _streams,
     }
     try:
         return handlers[args.command](args)
     except ConfigError as exc:
         _report_config(exc, as_json=args.json)
         return EXIT_USAGE
-    except cli_keys.UsageError as exc:
+    except (cli_keys.UsageError, cli_audit.UsageError) as exc:
         print(f"sidecar: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except SidecarError as exc:
@@ -126,6 +129,14 @@ def _demo(args: argparse.Namespace) -> int:
 def _keys(args: argparse.Namespace) -> int:
     settings = _load(args, serving=False)
     return asyncio.run(cli_keys.run(args, settings))
+
+
+def _streams(args: argparse.Namespace) -> int:
+    settings = _load(args, serving=False)
+    try:
+        return asyncio.run(cli_audit.run(args, settings))
+    except KeyboardInterrupt:
+        return EXIT_OK  # Ctrl-C ends --follow
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:

@@ -237,6 +237,13 @@ GuardMode = Literal["redact", "reject", "off"]
 class DataGuard(_Section):
     card_numbers: GuardMode = "redact"
     credentials: GuardMode = "redact"
+    # Inspecting means holding the whole body: textual bodies above this are refused (413)
+    # rather than forwarded unchecked. Binary bodies are never inspected.
+    max_inspect_bytes: PositiveInt = 1048576
+
+    @property
+    def active(self) -> bool:
+        return self.card_numbers != "off" or self.credentials != "off"
 
 
 class Audit(_Section):

@@ -111,6 +111,7 @@ async def run_demo(base: Settings, out: TextIO = sys.stdout) -> None:
                 "redis": Redis(url=redis_url),
                 "routes": base.routes or DEMO_ROUTES,
                 "shutdown": Shutdown(drain_s=0, grace_s=2),
+                "audit": base.audit.model_copy(update={"spool_dir": workdir / "spool"}),
             }
         )
         server = await stack.enter_async_context(running(settings, check_certificate(settings.tls)))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from sidecar.audit.writer import DurableStreamWriter
 from sidecar.metrics import Metrics
-from sidecar.streams import StreamWriter
 
 EVENT_FIELD = "event"
 
@@ -45,7 +45,7 @@ def build_event(
 
 
 class EventLog:
-    def __init__(self, writer: StreamWriter, metrics: Metrics) -> None:
+    def __init__(self, writer: DurableStreamWriter, metrics: Metrics) -> None:
         self._writer = writer
         self._metrics = metrics
 

@@ -15,7 +15,10 @@ from email.utils import format_datetime
 import structlog
 from aiohttp import web
 
+from sidecar.audit.record import BodyCapture
+from sidecar.audit.trail import AuditTrail
 from sidecar.auth import Authenticator, Principal, RateLimitExceeded
+from sidecar.bodies import Captures, prepare_request_body
 from sidecar.config import Settings
 from sidecar.errors import (
     AuthenticationFailed,
@@ -26,6 +29,7 @@ from sidecar.errors import (
     MissingScope,
     NoRoute,
     Rejected,
+    Unavailable,
 )
 from sidecar.events import EventLog
 from sidecar.headers import (
@@ -37,7 +41,7 @@ from sidecar.headers import (
 from sidecar.keys import KEY_PATTERN
 from sidecar.metrics import Metrics
 from sidecar.problems import problem_response
-from sidecar.proxy import LimitedBody, UpstreamAborted, UpstreamClient
+from sidecar.proxy import UpstreamAborted, UpstreamClient
 from sidecar.routes import UNMATCHED, RouteTable, missing_scopes, non_canonical
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -59,6 +63,7 @@ class Exchange:
     client_ip: str
     route: str = UNMATCHED
     principal: Principal | None = None
+    captures: Captures | None = None  # set once the request is to be audited
     status: int = 500
     upstream_seconds: float | None = None
     extra: dict[str, object] = field(default_factory=dict)
@@ -75,6 +80,7 @@ class Pipeline:
         upstream: UpstreamClient,
         authenticator: Authenticator,
         events: EventLog,
+        audit: AuditTrail,
         metrics: Metrics,
         lifecycle: Lifecycle,
         security_headers: dict[str, str],
@@ -84,6 +90,9 @@ class Pipeline:
         self._upstream = upstream
         self._auth = authenticator
         self._events = events
+        self._audit = audit
+        self._guard = settings.data_guard
+        self._capture_limit = settings.audit.max_body_bytes
         self._metrics = metrics
         self._lifecycle = lifecycle
         self._security_headers = security_headers
@@ -113,6 +122,7 @@ class Pipeline:
         except UpstreamAborted as exc:
             exchange.status = 502
             exchange.extra["aborted"] = str(exc)
+            self._record(request, exchange, None, started)
             self._finish(request, exchange, started)
             raise
         except Exception:
@@ -125,6 +135,7 @@ class Pipeline:
             )
             response.set_status(500, "Internal Server Error")
         exchange.status = response.status
+        self._record(request, exchange, response, started)
         self._finish(request, exchange, started)
         return response
 
@@ -157,12 +168,24 @@ class Pipeline:
                 raise MissingScope(f"the key lacks scope {' '.join(missing)}", missing)
             await self._auth.check_rate(principal)
 
+        # SPEC §2.9: nothing reaches the upstream unless its audit record can be kept.
+        if not self._audit.ready():
+            raise Unavailable("the audit trail cannot take records right now", retry_after=5)
+        limit = self._capture_limit
+        captures = Captures(limit, BodyCapture(limit), BodyCapture(limit))
+        exchange.captures = captures
+
         if request.headers.get("Expect", "").lower() == "100-continue" and request.body_exists:
             # Only now, with the request accepted, ask the client for its body.
             await request.writer.write(_CONTINUE)
+        outgoing = await prepare_request_body(
+            request, route.map, guard=self._guard, max_body=self._max_body, captures=captures
+        )
         headers = request_headers_to_forward(
             request.headers.items(), request.headers.getall("Connection", ()), self._key_header
         )
+        if outgoing.rewritten:
+            headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
         headers += [
             ("Host", self._upstream.host_header),
             ("X-Forwarded-For", forwarded_for),
@@ -176,13 +199,13 @@ class Pipeline:
                 ("X-Sidecar-Key-Id", exchange.principal.key_id),
                 ("X-Sidecar-Scopes", " ".join(exchange.principal.scopes)),
             ]
-        body = LimitedBody(request.content, self._max_body) if request.body_exists else None
         forwarded = await self._upstream.forward(
             request,
             headers=headers,
-            body=body,
+            body=outgoing.body,
             response_headers=self._response_headers(exchange),
             close=self._lifecycle.draining,
+            capture=captures.response,
         )
         exchange.upstream_seconds = forwarded.upstream_seconds
         return forwarded.response
@@ -240,6 +263,43 @@ class Pipeline:
         if self._lifecycle.draining:
             response.force_close()
         return response
+
+    def _record(
+        self,
+        request: web.BaseRequest,
+        exchange: Exchange,
+        response: web.StreamResponse | None,
+        started: float,
+    ) -> None:
+        """The audit record of an exchange that passed routing and authorization."""
+        captures = exchange.captures
+        if captures is None:
+            return
+        exchange.extra.update(captures.notes)
+        if isinstance(response, web.Response) and response.body is not None:
+            # The proxy answered itself (413, 422, 502, 504…): record what it said.
+            captures.response.feed(bytes(response.body))  # type: ignore[arg-type]
+        principal = exchange.principal
+        self._audit.record(
+            request_id=exchange.request_id,
+            method=request.method,
+            path=request.rel_url.path,
+            query=request.rel_url.query_string,
+            client_ip=exchange.client_ip,
+            key_name=principal.name if principal else None,
+            key_id=principal.key_id if principal else None,
+            scopes=principal.scopes if principal else (),
+            request_headers=list(request.headers.items()),
+            raw_body=captures.request.result(),
+            mapped_body=captures.mapped,
+            status=exchange.status,
+            response_headers=list(response.headers.items()) if response is not None else [],
+            response_body=captures.response.result(),
+            duration_ms=(time.perf_counter() - started) * 1000,
+            upstream_ms=None
+            if exchange.upstream_seconds is None
+            else exchange.upstream_seconds * 1000,
+        )
 
     def _finish(self, request: web.BaseRequest, exchange: Exchange, started: float) -> None:
         duration = time.perf_counter() - started

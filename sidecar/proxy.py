@@ -11,6 +11,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
@@ -21,6 +22,12 @@ from sidecar.errors import BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
 from sidecar.headers import response_headers_to_return
 
 _CHUNK = 64 * 1024
+
+
+class Capture(Protocol):
+    """Something that keeps (part of) a body as it streams past, for the audit record."""
+
+    def feed(self, chunk: bytes) -> None: ...
 
 
 class UpstreamAborted(Exception):
@@ -83,9 +90,10 @@ class UpstreamClient:
         request: web.BaseRequest,
         *,
         headers: list[tuple[str, str]],
-        body: LimitedBody | None,
+        body: LimitedBody | bytes | None,
         response_headers: Mapping[str, str],
         close: bool = False,
+        capture: Capture | None = None,
     ) -> Forwarded:
         """Forward, stream the response to the client, and return it once fully sent.
 
@@ -105,7 +113,7 @@ class UpstreamClient:
                 compress=None,
             )
         except (TimeoutError, aiohttp.ClientError, BodyTooLarge) as exc:
-            if body is not None and body.exceeded:
+            if isinstance(body, LimitedBody) and body.exceeded:
                 raise body.too_large() from None
             if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
                 raise UpstreamTimeout("the upstream did not answer in time") from None
@@ -123,6 +131,8 @@ class UpstreamClient:
             await response.prepare(request)
             try:
                 async for chunk in upstream.content.iter_chunked(_CHUNK):
+                    if capture is not None:
+                        capture.feed(chunk)
                     await response.write(chunk)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise UpstreamAborted(type(exc).__name__) from None
@@ -139,9 +149,12 @@ class LimitedBody:
     tells the caller that the 413 was ours and not the upstream's.
     """
 
-    def __init__(self, stream: aiohttp.StreamReader, max_bytes: int) -> None:
+    def __init__(
+        self, stream: aiohttp.StreamReader, max_bytes: int, *, capture: Capture | None = None
+    ) -> None:
         self._stream = stream
         self._max_bytes = max_bytes
+        self._capture = capture
         self.exceeded = False
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -154,6 +167,8 @@ class LimitedBody:
             if seen > self._max_bytes:
                 self.exceeded = True
                 raise BodyTooLarge(f"the request body is larger than {self._max_bytes} bytes")
+            if self._capture is not None:
+                self._capture.feed(chunk)
             yield chunk
 
     def too_large(self) -> BodyTooLarge:

@@ -1,0 +1,122 @@
+"""The append-only disk spool that holds stream records while Redis cannot take them.
+
+Each segment file holds lines `{writer_id} {seq} {document}`; documents are compact JSON, so
+they contain no raw newline. Appends are fsync'd per batch. A segment is deleted only after
+every line in it has been accepted by Redis, and replaying a line twice is harmless: the
+writer's Lua script skips sequence numbers Redis has already seen.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+SEGMENT_BYTES = 8 * 1024 * 1024
+_SUFFIX = ".spool"
+
+
+class SpoolFull(Exception):
+    """The spool has reached `audit.spool_max_bytes`."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledRecord:
+    writer_id: str
+    seq: int
+    document: bytes
+
+
+class SpoolBudget:
+    """`audit.spool_max_bytes`, shared by the spools of both streams."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0
+
+    def has_room(self, extra: int = 0) -> bool:
+        return self.used + extra < self.max_bytes
+
+
+class Spool:
+    def __init__(self, directory: Path, budget: SpoolBudget) -> None:
+        self.directory = directory
+        self.budget = budget
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._segments = sorted(directory.glob("*" + _SUFFIX))
+        self._bytes = sum(path.stat().st_size for path in self._segments)
+        budget.used += self._bytes
+        self._next = _next_number(self._segments)
+
+    @property
+    def size(self) -> int:
+        return self._bytes
+
+    @property
+    def empty(self) -> bool:
+        return not self._segments
+
+    def has_room(self, extra: int = 0) -> bool:
+        return self.budget.has_room(extra)
+
+    def append(self, records: list[SpooledRecord]) -> None:
+        """Write and fsync a batch; raise `SpoolFull` (writing nothing) if it would not fit."""
+        data = b"".join(
+            f"{record.writer_id} {record.seq} ".encode() + record.document + b"\n"
+            for record in records
+        )
+        if not self.has_room(len(data)):
+            raise SpoolFull(f"spool at {self.budget.used} of {self.budget.max_bytes} bytes")
+        path = self._writable_segment()
+        with open(path, "ab") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._bytes += len(data)
+        self.budget.used += len(data)
+
+    def _writable_segment(self) -> Path:
+        if self._segments and self._segments[-1].stat().st_size < SEGMENT_BYTES:
+            return self._segments[-1]
+        path = self.directory / f"{self._next:012d}{_SUFFIX}"
+        self._next += 1
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        _fsync_directory(self.directory)
+        self._segments.append(path)
+        return path
+
+    def oldest(self) -> Path | None:
+        return self._segments[0] if self._segments else None
+
+    def read(self, segment: Path) -> Iterator[SpooledRecord]:
+        """The records of a segment, in order. A torn last line (crash mid-write) is skipped:
+        its batch was never fsync'd, so nothing was acknowledged for it."""
+        with open(segment, "rb") as handle:
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break
+                writer_id, seq, document = line.rstrip(b"\n").split(b" ", 2)
+                yield SpooledRecord(writer_id.decode(), int(seq), document)
+
+    def remove(self, segment: Path) -> None:
+        size = segment.stat().st_size
+        segment.unlink()
+        _fsync_directory(self.directory)
+        self._segments.remove(segment)
+        self._bytes -= size
+        self.budget.used -= size
+
+
+def _next_number(segments: list[Path]) -> int:
+    numbers = [int(path.stem) for path in segments if path.stem.isdigit()]
+    return max(numbers, default=0) + 1
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,179 @@
+"""`sidecar audit tail|query` and `sidecar events tail`: read the streams, decrypted."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from sidecar.audit.crypto import BodyCipher
+from sidecar.audit.trail import RECORD_FIELD
+from sidecar.config import Settings
+from sidecar.durations import parse_duration
+from sidecar.errors import SidecarError
+from sidecar.events import EVENT_FIELD
+from sidecar.redis_conn import create_redis, redacted_url
+from sidecar.routes import compile_glob
+
+_PAGE = 500
+_STATUS = re.compile(r"^([1-5])(xx|\d\d)$")
+
+
+class UsageError(SidecarError):
+    """A command-line value that cannot be used (exit 2)."""
+
+
+def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    audit = commands.add_parser("audit", parents=[common], help="read the audit trail")
+    actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tail = actions.add_parser("tail", parents=[common], help="the most recent records")
+    tail.add_argument("-n", type=int, default=20, dest="count")
+    tail.add_argument("--follow", action="store_true")
+    query = actions.add_parser("query", parents=[common], help="filter records")
+    query.add_argument("--since", default="1h", help="a duration back from now (1h, 7d)")
+    query.add_argument("--key-name")
+    query.add_argument("--status", help="e.g. 4xx, 503")
+    query.add_argument("--path", help="a route glob, e.g. /v1/orders/**")
+    events = commands.add_parser("events", parents=[common], help="authentication events")
+    event_actions = events.add_subparsers(dest="action", required=True, metavar="ACTION")
+    event_tail = event_actions.add_parser("tail", parents=[common], help="the most recent events")
+    event_tail.add_argument("-n", type=int, default=20, dest="count")
+    event_tail.add_argument("--follow", action="store_true")
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    is_audit = args.command == "audit"
+    stream = settings.audit.stream if is_audit else settings.audit.events_stream
+    field = RECORD_FIELD if is_audit else EVENT_FIELD
+    cipher = None
+    if is_audit and settings.audit.encryption_key_file is not None:
+        cipher = BodyCipher.from_file(settings.audit.encryption_key_file)
+    render = _render_record if is_audit else _render_event
+    redis = create_redis(settings.redis)
+    try:
+        if args.action == "query":
+            documents = _query(redis, stream, field, args)
+        else:
+            if args.count < 1:
+                raise UsageError("-n: must be at least 1")
+            documents = _tail(redis, stream, field, args.count, follow=args.follow)
+        count = 0
+        async for document in documents:
+            if cipher is not None:
+                document = cipher.decrypt_record(document)
+            print(json.dumps(document, ensure_ascii=False) if args.json else render(document))
+            count += 1
+        if count == 0 and not args.json:
+            print(f"(no entries in {stream})")
+        return 0
+    except (RedisError, OSError) as exc:
+        raise SidecarError(
+            f"cannot reach Redis at {redacted_url(settings.redis.url)} ({type(exc).__name__})"
+        ) from None
+    finally:
+        await redis.aclose()
+
+
+async def _tail(
+    redis: aioredis.Redis, stream: str, field: str, count: int, *, follow: bool
+) -> AsyncIterator[dict[str, Any]]:
+    entries: Any = await redis.xrevrange(stream, count=count)
+    last_id = entries[0][0] if entries else b"$"
+    for _entry_id, fields in reversed(entries):
+        yield _decode(fields, field)
+    while follow:
+        response: Any = await redis.xread({stream: last_id}, block=5000, count=_PAGE)
+        for _stream, stream_entries in response:
+            for entry_id, fields in stream_entries:
+                last_id = entry_id
+                yield _decode(fields, field)
+
+
+async def _query(
+    redis: aioredis.Redis, stream: str, field: str, args: argparse.Namespace
+) -> AsyncIterator[dict[str, Any]]:
+    matches = _filter(args)
+    try:
+        since = parse_duration(args.since)
+    except ValueError as exc:
+        raise UsageError(f"--since: {exc}") from None
+    start = f"{int((time.time() - since.total_seconds()) * 1000)}-0"
+    while True:
+        entries: Any = await redis.xrange(stream, min=start, count=_PAGE)
+        for _entry_id, fields in entries:
+            document = _decode(fields, field)
+            if matches(document):
+                yield document
+        if len(entries) < _PAGE:
+            return
+        start = "(" + entries[-1][0].decode()
+
+
+def _filter(args: argparse.Namespace) -> Callable[[dict[str, Any]], bool]:
+    status_match: Callable[[int], bool] = lambda _status: True  # noqa: E731
+    if args.status is not None:
+        shape = _STATUS.match(args.status.lower())
+        if shape is None:
+            raise UsageError("--status: use a code (404) or a class (4xx)")
+        if shape.group(2) == "xx":
+            status_class = int(shape.group(1))
+            status_match = lambda status: status // 100 == status_class  # noqa: E731
+        else:
+            code = int(args.status)
+            status_match = lambda status: status == code  # noqa: E731
+    path_pattern = compile_glob(args.path) if args.path else None
+
+    def matches(document: dict[str, Any]) -> bool:
+        if args.key_name is not None and document.get("key_name") != args.key_name:
+            return False
+        if not status_match(int(document.get("response", {}).get("status", 0))):
+            return False
+        return path_pattern is None or bool(path_pattern.match(str(document.get("path", ""))))
+
+    return matches
+
+
+def _decode(fields: dict[bytes, bytes], field: str) -> dict[str, Any]:
+    raw = fields.get(field.encode())
+    if raw is None:
+        return {"unreadable": True}
+    document: dict[str, Any] = json.loads(raw)
+    return document
+
+
+def _render_record(record: dict[str, Any]) -> str:
+    response = record.get("response", {})
+    path = record.get("path", "")
+    if record.get("query"):
+        path += "?" + record["query"]
+    return "  ".join(
+        [
+            str(record.get("ts", "")),
+            str(response.get("status", "")),
+            f"{record.get('method', ''):<6}",
+            path,
+            f"key={record.get('key_name') or '-'}",
+            f"{record.get('duration_ms', '')}ms",
+            f"id={record.get('request_id', '')}",
+        ]
+    )
+
+
+def _render_event(event: dict[str, Any]) -> str:
+    return "  ".join(
+        [
+            str(event.get("ts", "")),
+            f"{event.get('event', ''):<17}",
+            f"{event.get('method', ''):<6}",
+            str(event.get("path", "")),
+            f"client={event.get('client_ip', '')}",
+            f"key={event.get('key_name') or event.get('key_id') or '-'}",
+            str(event.get("detail", "")),
+        ]
+    )
