@@ -4,6 +4,10 @@ aiohttp answers unparseable requests (smuggling attempts, bad chunking, garbage)
 that it builds in `RequestHandler.handle_error`, bypassing every handler and signal. The
 contract wants HSTS, `X-Request-Id` and `nosniff` on those too, so the handler class is
 ours and adds them there.
+
+aiohttp's own page for a parse error quotes the offending bytes, in the body and in an
+error-level log line with a traceback; those bytes can be an `Authorization` header. Ours
+says what kind of problem it was (problem+json) and logs the error class only.
 """
 
 from __future__ import annotations
@@ -11,12 +15,32 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
+from sidecar.errors import BadRequest, Rejected
 from sidecar.headers import REQUEST_ID_HEADER, request_id
+from sidecar.problems import problem_response
+
+log = structlog.get_logger("sidecar.protocol")
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+class HeaderTooLarge(Rejected):
+    """A header line (or the request line) over `limits.max_header_bytes`: SPEC §12's 431."""
+
+    status = 431
+    title = "Request header fields too large"
+
+
+def _parse_problem(exc: HttpProcessingError) -> Rejected:
+    # The parser's message quotes request bytes: never pass it on.
+    if isinstance(exc, LineTooLong):
+        return HeaderTooLarge("a request header or the request line is too long")
+    return BadRequest(f"malformed request ({type(exc).__name__}); it was not forwarded")
 
 
 class _HardenedRequestHandler(RequestHandler):
@@ -33,9 +57,22 @@ class _HardenedRequestHandler(RequestHandler):
             # The response is already on the wire: the only honest thing left is to cut the
             # connection, which aiohttp does on this exception.
             raise ConnectionError("response already started")
-        response = super().handle_error(request, status, exc, message)
+        identifier = request_id(None)  # the client's own id is in the unparsed headers
+        if isinstance(exc, HttpProcessingError):
+            problem = _parse_problem(exc)
+            log.warning(
+                "malformed request",
+                request_id=identifier,
+                client_ip=request.remote,
+                status=problem.status,
+                error=type(exc).__name__,
+            )
+            response: web.StreamResponse = problem_response(problem, identifier)
+            response.force_close()  # framing is lost: nothing after this can be trusted
+        else:
+            response = super().handle_error(request, status, exc, message)
         response.headers.update(self.security_headers)
-        response.headers[REQUEST_ID_HEADER] = request_id(None)
+        response.headers[REQUEST_ID_HEADER] = identifier
         return response
 
 

@@ -70,6 +70,8 @@ async def upstream() -> AsyncIterator[UpstreamServer]:
 
 SettingsFactory = Callable[..., Settings]
 
+CLIENT_TIMEOUT_S = 15.0
+
 
 @pytest.fixture
 def make_settings(
@@ -130,7 +132,11 @@ async def start_proxy(
         context = running(settings, check_certificate(settings.tls))
         server = await context.__aenter__()
         stacks.append(context)
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl))
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=client_ssl),
+            # A proxy that never answers fails the test quickly instead of hanging the suite.
+            timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S),
+        )
         sessions.append(session)
         return Proxy(server, session)
 
