@@ -1,0 +1,87 @@
+"""`python -m bench` (`make bench`): the side-by-side benchmark. See bench/README.md."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from bench.run import Options, run
+from bench.wrk import WrkMissing, find_wrk
+
+EXIT_OK, EXIT_FAILURE, EXIT_MISSING_TOOL = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="sidecar vs direct, a naive aiohttp proxy and nginx, side by side.",
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds per target")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--idle-connections", type=int, default=2000, help="idle TLS connections for the RSS check"
+    )
+    parser.add_argument("--flood-rate", type=float, default=200.0, help="invalid keys per second")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy profile of the sidecar (needs py-spy)"
+    )
+    parser.add_argument("--profile-seconds", type=int, default=10)
+    parser.add_argument(
+        "--quick", action="store_true", help="a short smoke run: 2 s rounds, 1 round"
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench/out"))
+    return parser
+
+
+def _options(args: argparse.Namespace, argv: list[str]) -> Options:
+    if args.rounds < 1 or args.duration < 1 or args.connections < 1 or args.threads < 1:
+        raise SystemExit("--rounds, --duration, --connections and --threads must be ≥ 1")
+    quick = args.quick
+    return Options(
+        duration_s=2.0 if quick else args.duration,
+        rounds=1 if quick else args.rounds,
+        warmup_s=1.0 if quick else args.warmup,
+        connections=args.connections,
+        threads=args.threads,
+        out=args.out,
+        profile=args.profile,
+        profile_s=3 if quick else args.profile_seconds,
+        idle_connections=min(args.idle_connections, 200) if quick else args.idle_connections,
+        flood_rate=args.flood_rate,
+        command=shlex.join(["python", "-m", "bench", *argv]),
+    )
+
+
+def _stop_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds through every `finally`, which stops the children
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    options = _options(build_parser().parse_args(arguments), arguments)
+    try:
+        find_wrk()
+    except WrkMissing as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return EXIT_MISSING_TOOL
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        run(options)
+    except KeyboardInterrupt:
+        print("bench: interrupted; every process it started has been stopped", file=sys.stderr)
+        return EXIT_FAILURE
+    except RuntimeError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

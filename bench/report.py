@@ -1,0 +1,238 @@
+"""The run's report as Markdown: printed to stdout and written to bench/out/latest.md."""
+
+from __future__ import annotations
+
+import math
+
+from bench.results import (
+    DIRECT,
+    FLOOD_MANY,
+    FLOOD_SINGLE,
+    NAIVE,
+    NGINX,
+    SIDECAR,
+    SIDECAR_INFO,
+    Results,
+    verdicts,
+)
+
+RATIOS = [
+    (SIDECAR, NAIVE),
+    (SIDECAR, NGINX),
+    (SIDECAR, DIRECT),
+    (SIDECAR_INFO, SIDECAR),
+    (NAIVE, DIRECT),
+    (NGINX, DIRECT),
+]
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def render(results: Results) -> str:
+    settings = results.settings
+    lines = [
+        "# sidecar benchmark",
+        "",
+        f"- command: `{results.command}`",
+        *(f"- {name}: {value}" for name, value in results.machine.items()),
+        "- load: wrk, {threads} threads, {connections} connections, {duration} s per round, "
+        "{rounds} rounds in rotating order after {warmup} s of warm-up per target; every "
+        "request a POST of 1 KiB JSON, every answer 1 KiB JSON".format(**settings),
+        "",
+        "Absolute numbers are this machine's, at this moment; only the ratios carry over.",
+        "",
+        "## Throughput and latency (median over rounds)",
+        "",
+    ]
+    rows = []
+    for target in results.targets():
+        summary = results.summary(target)
+        assert summary is not None
+        rows.append(
+            [
+                target,
+                _num(summary.requests_per_s),
+                _num(summary.p50_ms, 2),
+                _num(summary.p99_ms, 2),
+                str(summary.errors),
+                ", ".join(_num(v) for v in summary.rounds),
+            ]
+        )
+    lines += _table(["target", "req/s", "p50 ms", "p99 ms", "errors", "req/s per round"], rows)
+    for target, why in results.skipped.items():
+        lines.append(f"- {target}: not measured ({why})")
+    if results.skipped:
+        lines.append("")
+
+    lines += ["## Ratios of throughput", ""]
+    rows = []
+    for numerator, denominator in RATIOS:
+        ratio = results.ratio(numerator, denominator)
+        if ratio is not None:
+            rows.append(
+                [
+                    ratio.name,
+                    _num(ratio.of_medians, 2),
+                    _num(ratio.median_per_round, 2),
+                    ", ".join(_num(v, 2) for v in ratio.per_round),
+                ]
+            )
+    lines += _table(["ratio", "of medians", "median per round", "per round"], rows)
+
+    lines += _flood_section(results)
+    lines += _memory_section(results)
+    lines += _argon2_section(results)
+    lines += ["## Workers", "", results.workers, ""]
+
+    lines += ["## Targets of issue 6", ""]
+    lines += _table(
+        ["target", "measured", "met"],
+        [
+            [v.target, v.measured, "-" if v.met is None else ("yes" if v.met else "**no**")]
+            for v in verdicts(results)
+        ],
+    )
+    lines += _profile_section(results)
+    if results.notes:
+        lines += ["## Notes", "", *(f"- {note}" for note in results.notes), ""]
+    return "\n".join(lines)
+
+
+def _flood_section(results: Results) -> list[str]:
+    rows = []
+    for target in (FLOOD_SINGLE, FLOOD_MANY):
+        ratio = results.ratio(target, SIDECAR)
+        runs = results.of(target)
+        if ratio is None or not runs:
+            continue
+        statuses: dict[str, int] = {}
+        sent = 0
+        seconds = 0.0
+        argon2 = 0.0
+        for run in runs:
+            flood = run.flood or {}
+            sent += int(str(flood.get("sent", 0)))
+            seconds += float(str(flood.get("seconds", 0.0)))
+            counts = flood.get("statuses", {})
+            if isinstance(counts, dict):
+                for status, n in counts.items():
+                    statuses[str(status)] = statuses.get(str(status), 0) + int(n)
+            argon2 += run.argon2 or 0.0
+        answered = sum(statuses.values()) or 1
+        mix = ", ".join(f"{s}: {n / answered:.0%}" for s, n in sorted(statuses.items()))
+        rows.append(
+            [
+                target.removeprefix("sidecar + "),
+                _num(ratio.of_medians, 2),
+                ", ".join(_num(v, 2) for v in ratio.per_round),
+                f"{sent / seconds:.0f}/s" if seconds else "-",
+                mix or "-",
+                _num(argon2 / len(runs)),
+            ]
+        )
+    if not rows:
+        return []
+    return [
+        "## Invalid-key flood",
+        "",
+        "Valid throughput while a separate process sends well-formed unknown keys, divided by "
+        "the valid throughput without it (same round). The flood client's own CPU is part of "
+        "the cost on this 2-core machine.",
+        "",
+        *_table(
+            [
+                "flood",
+                "valid req/s with / without",
+                "per round",
+                "flood rate",
+                "flood answers",
+                "argon2 runs per round",
+            ],
+            rows,
+        ),
+    ]
+
+
+def _memory_section(results: Results) -> list[str]:
+    lines = ["## Memory (VmRSS of the sidecar process)", ""]
+    for target, start in results.rss_at_start.items():
+        lines.append(f"- after start-up and one request, {target}: {start:.1f} MiB")
+    for target in (SIDECAR, SIDECAR_INFO, FLOOD_SINGLE, FLOOD_MANY):
+        peak = results.rss_under_load(target)
+        if peak is not None:
+            lines.append(f"- under load, {target}: max {peak:.1f} MiB")
+    idle = results.idle
+    if idle is not None:
+        outcomes = ", ".join(f"{k}: {v}" for k, v in idle.outcomes.items())
+        lines.append(
+            f"- {idle.target}, {idle.connections_open} of {idle.connections_wanted} idle TLS "
+            f"keep-alive connections open (answers {outcomes}): "
+            f"{idle.before_mib:.1f} MiB before, {idle.with_idle_mib:.1f} MiB with them "
+            f"(≈ {idle.per_connection_kib:.0f} KiB each), {idle.after_mib:.1f} MiB after closing"
+        )
+    return [*lines, ""]
+
+
+def _argon2_section(results: Results) -> list[str]:
+    count = results.argon2
+    if count is None:
+        return []
+    expected = math.ceil(count.loaded_s / count.cache_ttl_s) + 1
+    lines = [
+        "## argon2 verifications (sidecar /metrics)",
+        "",
+        f"- `sidecar_argon2_verifications_total` = {count.total:.0f} on the sidecar process "
+        f"(flood rounds included)",
+    ]
+    for target, value in count.by_target.items():
+        lines.append(f"- during {target} measurements: {value:.0f}")
+    lines += [
+        f"- the valid key was in use for about {count.loaded_s:.0f} s with "
+        f"`keys.cache_ttl_s` = {count.cache_ttl_s:.0f}: one verification per key per TTL "
+        f"allows at most about {expected}",
+        f"- key cache: {count.cache_hits:,.0f} hits, {count.cache_misses:,.0f} misses; "
+        f"{count.requests:,.0f} requests answered, {count.requests_ok:,.0f} of them 200; "
+        f"{count.audit_written:,.0f} audit records written (the last few may still be queued)",
+        "",
+    ]
+    return lines
+
+
+def _profile_section(results: Results) -> list[str]:
+    profile = results.profile
+    if profile is None:
+        return ["## Where the time goes", "", results.profile_note or "not profiled", ""]
+    lines = [
+        "## Where the time goes (py-spy, sidecar under load)",
+        "",
+        f"{profile.samples} samples. {results.profile_note}",
+        "",
+        "Own time (the function itself was running):",
+        "",
+    ]
+    lines += _table(
+        ["#", "function", "samples", "share"],
+        [
+            [str(i), f"`{c.function}`", str(c.samples), f"{c.share:.1%}"]
+            for i, c in enumerate(profile.own, 1)
+        ],
+    )
+    lines += ["Inclusive (the function was anywhere on the stack):", ""]
+    lines += _table(
+        ["#", "function", "samples", "share"],
+        [
+            [str(i), f"`{c.function}`", str(c.samples), f"{c.share:.1%}"]
+            for i, c in enumerate(profile.inclusive, 1)
+        ],
+    )
+    return lines

@@ -1,0 +1,205 @@
+"""What one run measured, and the figures derived from it: medians, ratios, the issue's targets.
+
+Ratios are the point. Each is taken two ways: the ratio of the per-target medians, and the
+median of the per-round ratios (both targets measured in the same round, minutes apart at
+most), which cancels most of the drift of a shared, noisy machine.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+from bench.profile import ProfileSummary
+from bench.wrk import WrkResult
+
+DIRECT = "direct"
+NAIVE = "naive"
+SIDECAR = "sidecar"
+SIDECAR_INFO = "sidecar (log info)"
+NGINX = "nginx"
+FLOOD_SINGLE = "sidecar + flood (1 IP)"
+FLOOD_MANY = "sidecar + flood (1000 IPs)"
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    target: str
+    round: int
+    wrk: WrkResult
+    rss_max_mib: float | None = None
+    flood: dict[str, object] | None = None
+    argon2: float | None = None  # verifications the sidecar ran during this measurement
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSummary:
+    target: str
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    rounds: list[float]  # req/s per round, in round order
+
+
+@dataclass(frozen=True, slots=True)
+class Ratio:
+    name: str
+    of_medians: float
+    per_round: list[float]
+
+    @property
+    def median_per_round(self) -> float:
+        return statistics.median(self.per_round) if self.per_round else float("nan")
+
+
+@dataclass(frozen=True, slots=True)
+class IdleMemory:
+    target: str
+    connections_wanted: int
+    connections_open: int
+    outcomes: dict[str, int]
+    before_mib: float
+    with_idle_mib: float
+    after_mib: float
+
+    @property
+    def per_connection_kib(self) -> float:
+        if not self.connections_open:
+            return float("nan")
+        return (self.with_idle_mib - self.before_mib) * 1024 / self.connections_open
+
+
+@dataclass(frozen=True, slots=True)
+class Argon2Count:
+    """Counter values from the sidecars' /metrics after the runs."""
+
+    by_target: dict[str, float]  # verifications during each target's measurements
+    total: float
+    loaded_s: float  # seconds the valid key was in use on this process
+    cache_ttl_s: float
+    cache_hits: float
+    cache_misses: float
+    requests: float  # every answer on the proxy port, flood rejections included
+    requests_ok: float  # 200s: the requests that went upstream and were audited
+    audit_written: float
+
+
+@dataclass(slots=True)
+class Results:
+    command: str
+    machine: dict[str, str]
+    settings: dict[str, object]
+    measurements: list[Measurement] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # target → why it was not measured
+    rss_at_start: dict[str, float] = field(default_factory=dict)  # sidecar → MiB
+    idle: IdleMemory | None = None
+    argon2: Argon2Count | None = None
+    workers: str = ""
+    profile: ProfileSummary | None = None
+    profile_note: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def targets(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for measurement in self.measurements:
+            seen.setdefault(measurement.target)
+        return list(seen)
+
+    def of(self, target: str) -> list[Measurement]:
+        return [m for m in self.measurements if m.target == target]
+
+    def summary(self, target: str) -> TargetSummary | None:
+        runs = sorted(self.of(target), key=lambda m: m.round)
+        if not runs:
+            return None
+        return TargetSummary(
+            target=target,
+            requests_per_s=statistics.median(m.wrk.requests_per_s for m in runs),
+            p50_ms=statistics.median(m.wrk.p50_ms for m in runs),
+            p99_ms=statistics.median(m.wrk.p99_ms for m in runs),
+            errors=sum(m.wrk.errors for m in runs),
+            rounds=[m.wrk.requests_per_s for m in runs],
+        )
+
+    def ratio(self, numerator: str, denominator: str) -> Ratio | None:
+        top, bottom = self.summary(numerator), self.summary(denominator)
+        if top is None or bottom is None or not bottom.requests_per_s:
+            return None
+        by_round = {m.round: m.wrk.requests_per_s for m in self.of(denominator)}
+        per_round = [
+            m.wrk.requests_per_s / by_round[m.round]
+            for m in sorted(self.of(numerator), key=lambda m: m.round)
+            if by_round.get(m.round)
+        ]
+        return Ratio(
+            f"{numerator} / {denominator}",
+            top.requests_per_s / bottom.requests_per_s,
+            per_round,
+        )
+
+    def rss_under_load(self, target: str) -> float | None:
+        values = [m.rss_max_mib for m in self.of(target) if m.rss_max_mib is not None]
+        return max(values) if values else None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    target: str
+    measured: str
+    met: bool | None  # None: not measured
+
+
+def verdicts(results: Results) -> list[Verdict]:
+    """The targets of issue 6, each with what this run measured."""
+    out: list[Verdict] = []
+
+    def ratio_verdict(label: str, numerator: str, denominator: str, floor: float) -> None:
+        ratio = results.ratio(numerator, denominator)
+        if ratio is None:
+            out.append(Verdict(label, "not measured", None))
+            return
+        out.append(
+            Verdict(
+                label,
+                f"{ratio.of_medians:.2f} (per round {_join(ratio.per_round)})",
+                ratio.of_medians >= floor,
+            )
+        )
+
+    ratio_verdict("sidecar/naive ≥ 1.0", SIDECAR, NAIVE, 1.0)
+    ratio_verdict("sidecar/nginx ≥ 0.30", SIDECAR, NGINX, 0.30)
+    sidecar = results.summary(SIDECAR)
+    info = results.summary(SIDECAR_INFO)
+    if sidecar is None:
+        out.append(Verdict("p99 ≤ 20 ms at 64 connections", "not measured", None))
+    else:
+        shown = f"{sidecar.p99_ms:.1f} ms"
+        if info is not None:
+            shown += f" (log info: {info.p99_ms:.1f} ms)"
+        out.append(Verdict("p99 ≤ 20 ms at 64 connections", shown, sidecar.p99_ms <= 20.0))
+    for flood in (FLOOD_SINGLE, FLOOD_MANY):
+        ratio = results.ratio(flood, SIDECAR)
+        label = f"invalid-key flood costs ≤ 20% ({flood.removeprefix('sidecar + ')})"
+        if ratio is None:
+            out.append(Verdict(label, "not measured", None))
+            continue
+        cost = 1.0 - ratio.of_medians
+        out.append(Verdict(label, f"costs {cost:.0%} (ratio {ratio.of_medians:.2f})", cost <= 0.20))
+    load = results.rss_under_load(SIDECAR)
+    idle = results.idle
+    if load is None and idle is None:
+        out.append(Verdict("RSS ≤ 100 MiB per worker", "not measured", None))
+    else:
+        worst = max(v for v in (load, idle.with_idle_mib if idle else None) if v is not None)
+        parts = []
+        if load is not None:
+            parts.append(f"under load {load:.0f} MiB")
+        if idle is not None:
+            parts.append(f"{idle.connections_open} idle TLS {idle.with_idle_mib:.0f} MiB")
+        out.append(Verdict("RSS ≤ 100 MiB per worker", ", ".join(parts), worst <= 100.0))
+    return out
+
+
+def _join(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)

@@ -1,0 +1,568 @@
+"""One benchmark run, start to finish: start every target, warm up, alternate rounds, extras,
+report. Everything started here is stopped on the way out, whatever happens."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import http.client
+import json
+import os
+import platform
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import redis
+
+from bench import nginx, profile, report, sidecar_target, wrk
+from bench.payloads import REQUEST_BODY, ROUTE_PATH
+from bench.private import write_private
+from bench.processes import Child, python_module, raise_open_files_limit, wait_for_port
+from bench.results import (
+    DIRECT,
+    FLOOD_MANY,
+    FLOOD_SINGLE,
+    NAIVE,
+    NGINX,
+    SIDECAR,
+    SIDECAR_INFO,
+    Argon2Count,
+    IdleMemory,
+    Measurement,
+    Results,
+)
+from bench.rss import RssSampler, rss_mib
+from bench.sidecar_target import SidecarPorts, scrape_metrics, serve_supports_workers
+from sidecar.embedded_redis import EmbeddedRedis, free_port
+from sidecar.selfsigned import write_self_signed
+
+AUDIT_STREAMS = ("sidecar:audit", "sidecar:auth-events")  # the defaults the config keeps
+_HELPER_DEADLINE_S = 120.0
+_PAUSE_BETWEEN_RUNS_S = 1.0
+NOTES = [
+    "Everything shares the machine: wrk (2 threads), the upstream, Redis, the flood and the "
+    "target under test all run on the same cores, so a target's figure includes the load "
+    "generator's competition for CPU. That is the same for every target of a round.",
+    "direct is plain HTTP; naive, sidecar and nginx terminate TLS with the same ECDSA P-256 "
+    "certificate. Connections are kept alive, so handshakes are a negligible share.",
+    "naive and the upstream run on uvloop, as `sidecar serve` does.",
+    "The sidecar logs JSON to a file in the run's temporary folder (stderr redirected).",
+    "Between measurements the harness empties the audit and event streams (XTRIM MAXLEN 0), "
+    "playing the consumer, so Redis memory stays flat across the run.",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    duration_s: float
+    rounds: int
+    warmup_s: float
+    connections: int
+    threads: int
+    out: Path
+    profile: bool
+    profile_s: int
+    idle_connections: int
+    flood_rate: float
+    command: str
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    url: str
+    script: Path
+    sidecar: SidecarProcess | None = None  # the process behind it, when it is a sidecar
+    flood: str | None = None  # "single" | "many": the flood running beside the valid load
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarProcess:
+    child: Child
+    ports: SidecarPorts
+
+
+class Bench:
+    """The run's processes, files and results."""
+
+    def __init__(self, options: Options, stack: contextlib.ExitStack, workdir: Path) -> None:
+        self.options = options
+        self._stack = stack
+        self.dir = workdir
+        self.wrk = wrk.find_wrk()
+        self.results = Results(
+            command=options.command,
+            machine=machine_description(self.wrk),
+            settings={
+                "duration": options.duration_s,
+                "rounds": options.rounds,
+                "warmup": options.warmup_s,
+                "connections": options.connections,
+                "threads": options.threads,
+            },
+        )
+        self.targets: list[Target] = []
+        self._redis_url = ""
+        self._cert = self._key = Path()
+        self._key_file = Path()
+        self._sidecar: SidecarProcess | None = None
+        self._sidecar_info: SidecarProcess | None = None
+        self._first_use = 0.0
+
+    # ---- start-up -------------------------------------------------------------------
+
+    def _start(self, name: str, argv: list[str], port: int) -> Child:
+        child = Child(name, argv, self.dir / f"{name.replace(' ', '-')}.log")
+        self._stack.callback(child.stop)
+        wait_for_port(port, child)
+        return child
+
+    def start(self) -> None:
+        redis_server = self._stack.enter_context(EmbeddedRedis())
+        self._redis_url = redis_server.url
+        self._cert, self._key = write_self_signed(self.dir)
+        upstream_port = free_port()
+        self._start(
+            "upstream", python_module("bench.upstream", "--port", str(upstream_port)), upstream_port
+        )
+        upstream_url = f"http://127.0.0.1:{upstream_port}"
+
+        api_key = sidecar_target.issue_key(self._redis_url)
+        self._key_file = write_private(self.dir / "api-key", api_key)
+        plain = wrk.write_script(self.dir / "plain.lua", None)
+        keyed = wrk.write_script(self.dir / "keyed.lua", f"Bearer {api_key}")
+
+        self.targets.append(Target(DIRECT, upstream_url + ROUTE_PATH, plain))
+
+        naive_port = free_port()
+        self._start(
+            "naive",
+            python_module(
+                "bench.naive_proxy",
+                "--port",
+                str(naive_port),
+                "--upstream",
+                upstream_url,
+                "--cert-file",
+                str(self._cert),
+                "--key-file",
+                str(self._key),
+            ),
+            naive_port,
+        )
+        self.targets.append(Target(NAIVE, f"https://127.0.0.1:{naive_port}{ROUTE_PATH}", plain))
+
+        sidecar = self._start_sidecar("sidecar", "warning", upstream_url)
+        self._sidecar = sidecar
+        sidecar_url = f"https://127.0.0.1:{sidecar.ports.proxy}{ROUTE_PATH}"
+        self.targets.append(Target(SIDECAR, sidecar_url, keyed, sidecar))
+        info = self._start_sidecar("sidecar-info", "info", upstream_url)
+        self._sidecar_info = info
+        info_url = f"https://127.0.0.1:{info.ports.proxy}{ROUTE_PATH}"
+        self.targets.append(Target(SIDECAR_INFO, info_url, keyed, info))
+
+        nginx_binary = nginx.find_nginx()
+        if nginx_binary is None:
+            print(nginx.INSTALL_HINT, flush=True)
+            self.results.skipped[NGINX] = "nginx not installed: `apt-get install nginx`"
+        else:
+            nginx_port = free_port()
+            prefix = self.dir / "nginx"
+            prefix.mkdir()
+            config = nginx.write_config(
+                prefix,
+                port=nginx_port,
+                upstream_port=upstream_port,
+                cert_file=self._cert,
+                key_file=self._key,
+                api_key=api_key,
+            )
+            self._start("nginx", nginx.argv(nginx_binary, prefix, config), nginx_port)
+            nginx_url = f"https://127.0.0.1:{nginx_port}{ROUTE_PATH}"
+            self.targets.append(Target(NGINX, nginx_url, keyed))
+
+        self.targets.append(Target(FLOOD_SINGLE, sidecar_url, keyed, sidecar, flood="single"))
+        self.targets.append(Target(FLOOD_MANY, sidecar_url, keyed, sidecar, flood="many"))
+        del api_key  # from here on the key lives only in the 0600 files of the temp folder
+
+    def _start_sidecar(self, name: str, log_level: str, upstream_url: str) -> SidecarProcess:
+        ports = SidecarPorts(proxy=free_port(), health=free_port())
+        config = sidecar_target.write_config(
+            self.dir / f"{name}.yaml",
+            ports=ports,
+            upstream_url=upstream_url,
+            redis_url=self._redis_url,
+            cert_file=self._cert,
+            key_file=self._key,
+            spool_dir=self.dir / f"{name}-spool",
+            log_level=log_level,
+        )
+        child = self._start(name, sidecar_target.serve_argv(config), ports.proxy)
+        wait_for_port(ports.health, child)
+        return SidecarProcess(child, ports)
+
+    def note_start_rss(self) -> None:
+        """VmRSS of each sidecar after one request: the floor everything else is above."""
+        for name, process in ((SIDECAR, self._sidecar), (SIDECAR_INFO, self._sidecar_info)):
+            if process is not None:
+                self.results.rss_at_start[name] = _settled_rss(process.child.pid)
+
+    def check_targets(self) -> None:
+        """One request to each target before any load: a wrong route or key shows up here,
+        with the target's answer, rather than as a table of errors."""
+        context = ssl.create_default_context(cafile=str(self._cert))
+        key = self._key_file.read_text()
+        for target in self.targets:
+            if target.flood is not None:
+                continue
+            host_port = target.url.split("/")[2]
+            connection: http.client.HTTPConnection
+            if target.url.startswith("https:"):
+                connection = http.client.HTTPSConnection(host_port, context=context, timeout=10)
+            else:
+                connection = http.client.HTTPConnection(host_port, timeout=10)
+            headers = {"Content-Type": "application/json"}
+            if target.script.name == "keyed.lua":
+                headers["Authorization"] = f"Bearer {key}"
+            if target.name == SIDECAR:
+                self._first_use = time.monotonic()  # the key's first verification
+            try:
+                connection.request("POST", ROUTE_PATH, body=REQUEST_BODY, headers=headers)
+                response = connection.getresponse()
+                body = response.read()
+            finally:
+                connection.close()
+            if response.status != 200:
+                raise RuntimeError(
+                    f"{target.name} answered {response.status} to a valid request: "
+                    f"{body[:500].decode(errors='replace')}"
+                )
+
+    # ---- measurements ---------------------------------------------------------------
+
+    def _wrk(self, target: Target, duration_s: float) -> wrk.WrkResult:
+        return wrk.run(
+            self.wrk,
+            target.url,
+            target.script,
+            duration_s=duration_s,
+            connections=self.options.connections,
+            threads=self.options.threads,
+        )
+
+    def warm_up(self) -> None:
+        for target in self.targets:
+            if target.flood is not None:
+                continue
+            result = self._wrk(target, self.options.warmup_s)
+            print(f"  warm-up {target.name}: {result.requests_per_s:,.0f} req/s", flush=True)
+            time.sleep(_PAUSE_BETWEEN_RUNS_S)
+
+    def measure_rounds(self) -> None:
+        count = len(self.targets)
+        for round_no in range(1, self.options.rounds + 1):
+            # Rotate the order each round so that no target always runs first or last.
+            shift = (round_no - 1) % count
+            for target in self.targets[shift:] + self.targets[:shift]:
+                measurement = self._measure(target, round_no)
+                self.results.measurements.append(measurement)
+                extra = ""
+                if measurement.flood is not None:
+                    extra = f"  flood {measurement.flood.get('statuses')}"
+                print(
+                    f"  round {round_no} {target.name:28} "
+                    f"{measurement.wrk.requests_per_s:9,.0f} req/s  "
+                    f"p50 {measurement.wrk.p50_ms:7.2f} ms  p99 {measurement.wrk.p99_ms:7.2f} ms"
+                    f"  errors {measurement.wrk.errors}{extra}",
+                    flush=True,
+                )
+                time.sleep(_PAUSE_BETWEEN_RUNS_S)
+
+    def _measure(self, target: Target, round_no: int) -> Measurement:
+        if target.sidecar is None:
+            return Measurement(target.name, round_no, self._wrk(target, self.options.duration_s))
+        health = target.sidecar.ports.health
+        before = scrape_metrics(health)
+        with contextlib.ExitStack() as during:
+            flood_result = None
+            if target.flood is not None:
+                flood_result = during.enter_context(self._flood(target))
+            sampler = during.enter_context(RssSampler(target.sidecar.child.pid))
+            result = self._wrk(target, self.options.duration_s)
+        after = scrape_metrics(health)
+        argon2 = _delta(before, after, "sidecar_argon2_verifications_total")
+        self._trim_audit_streams()
+        return Measurement(
+            target.name,
+            round_no,
+            result,
+            rss_max_mib=sampler.max_mib or None,
+            flood=flood_result.read() if flood_result is not None else None,
+            argon2=argon2,
+        )
+
+    @contextlib.contextmanager
+    def _flood(self, target: Target) -> Iterator[FloodResult]:
+        assert target.sidecar is not None
+        assert target.flood is not None
+        path = self.dir / f"flood-{target.flood}-{time.monotonic_ns()}.json"
+        argv = python_module(
+            "bench.flood",
+            "--port",
+            str(target.sidecar.ports.proxy),
+            "--cafile",
+            str(self._cert),
+            "--rate",
+            str(self.options.flood_rate),
+            "--sources",
+            target.flood,
+            "--max-seconds",
+            str(self.options.duration_s + 60),
+            "--result",
+            str(path),
+        )
+        child = Child(f"flood-{target.flood}", argv, self.dir / "flood.log")
+        try:
+            _wait_for_file(Path(str(path) + ".ready"), child)
+            time.sleep(1.0)  # the flood is at full rate before the valid load starts
+            yield FloodResult(path)
+        finally:
+            child.stop()
+
+    def _trim_audit_streams(self) -> None:
+        """The benchmark is the audit stream's consumer: it empties the streams between runs
+        so Redis memory stays flat (the records of a run would otherwise fill gigabytes)."""
+        client = redis.Redis.from_url(self._redis_url)
+        try:
+            for stream in AUDIT_STREAMS:
+                client.xtrim(stream, maxlen=0, approximate=False)
+        finally:
+            client.close()
+
+    # ---- extras ---------------------------------------------------------------------
+
+    def idle_connections(self) -> None:
+        """On `sidecar (log info)`: the product's default config, and a process the floods
+        never reached (argon2 under a flood leaves ~20 MiB per hashing thread behind)."""
+        sidecar = self._sidecar_info
+        assert sidecar is not None
+        pid = sidecar.child.pid
+        before = _settled_rss(pid)
+        path = self.dir / "idle.json"
+        argv = python_module(
+            "bench.idle",
+            "--port",
+            str(sidecar.ports.proxy),
+            "--cafile",
+            str(self._cert),
+            "--key-file",
+            str(self._key_file),
+            "--count",
+            str(self.options.idle_connections),
+            "--result",
+            str(path),
+        )
+        child = Child("idle", argv, self.dir / "idle.log")
+        try:
+            _wait_for_file(path, child)
+            with RssSampler(pid) as sampler:
+                time.sleep(3.0)
+            opened = json.loads(path.read_text())
+        finally:
+            child.stop()
+        time.sleep(2.0)
+        self.results.idle = IdleMemory(
+            target=SIDECAR_INFO,
+            connections_wanted=self.options.idle_connections,
+            connections_open=int(opened["open"]),
+            outcomes={str(k): int(v) for k, v in opened["outcomes"].items()},
+            before_mib=before,
+            with_idle_mib=sampler.max_mib,
+            after_mib=_settled_rss(pid),
+        )
+
+    def profile_sidecar(self) -> None:
+        py_spy = profile.find_py_spy()
+        if py_spy is None:
+            print(profile.INSTALL_HINT, flush=True)
+            self.results.profile_note = profile.INSTALL_HINT
+            return
+        sidecar = self._sidecar
+        target = next(t for t in self.targets if t.name == SIDECAR)
+        assert sidecar is not None
+        seconds = self.options.profile_s
+        raw = self.dir / "profile.txt"
+        load = threading.Thread(target=self._wrk, args=(target, seconds + 4.0))
+        load.start()
+        try:
+            time.sleep(2.0)
+            profile.record(py_spy, sidecar.child.pid, raw, duration_s=seconds, native=False)
+        finally:
+            load.join()
+        text = raw.read_text()
+        self.options.out.mkdir(parents=True, exist_ok=True)
+        (self.options.out / "profile-raw.txt").write_text(text)
+        self.results.profile = profile.summarise(text)
+        self.results.profile_note = (
+            f"py-spy record, 100 Hz, {seconds} s of wrk load on `sidecar` (log warning); "
+            "Python frames only, so time inside C (OpenSSL, uvloop, the HTTP parser) is "
+            "charged to the Python function that called it. Raw stacks: "
+            "bench/out/profile-raw.txt."
+        )
+
+    def count_argon2(self, finished: float) -> None:
+        sidecar = self._sidecar
+        assert sidecar is not None
+        metrics = scrape_metrics(sidecar.ports.health)
+        by_target: dict[str, float] = {}
+        for measurement in self.results.measurements:
+            if measurement.argon2 is not None and measurement.target != SIDECAR_INFO:
+                by_target[measurement.target] = (
+                    by_target.get(measurement.target, 0.0) + measurement.argon2
+                )
+        self.results.argon2 = Argon2Count(
+            by_target=by_target,
+            total=metrics.get("sidecar_argon2_verifications_total", float("nan")),
+            loaded_s=finished - self._first_use,
+            cache_ttl_s=sidecar_target.CACHE_TTL_S,
+            cache_hits=metrics.get('sidecar_key_cache_total{result="hit"}', 0.0),
+            cache_misses=metrics.get('sidecar_key_cache_total{result="miss"}', 0.0),
+            requests=sum(v for k, v in metrics.items() if k.startswith("sidecar_requests_total")),
+            requests_ok=sum(
+                v
+                for k, v in metrics.items()
+                if k.startswith("sidecar_requests_total") and 'status="200"' in k
+            ),
+            audit_written=metrics.get('sidecar_audit_records_total{outcome="written"}', 0.0),
+        )
+
+
+class FloodResult:
+    """The flood's JSON summary, readable once the flood process has stopped."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def read(self) -> dict[str, object] | None:
+        try:
+            loaded = json.loads(self._path.read_text())
+        except (OSError, ValueError):
+            return None
+        return loaded if isinstance(loaded, dict) else None
+
+
+def _delta(before: dict[str, float], after: dict[str, float], name: str) -> float | None:
+    if name not in after:
+        return None
+    return after[name] - before.get(name, 0.0)
+
+
+def _wait_for_file(path: Path, child: Child) -> None:
+    deadline = time.monotonic() + _HELPER_DEADLINE_S
+    while not path.exists():
+        if not child.alive():
+            raise RuntimeError(f"{child.name} exited early:\n{child.log_tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{child.name} not ready within {_HELPER_DEADLINE_S}s")
+        time.sleep(0.05)
+
+
+def _settled_rss(pid: int) -> float:
+    """The highest of a few VmRSS readings over a second (0 when the process is gone)."""
+    readings = []
+    for _ in range(5):
+        readings.append(rss_mib(pid) or 0.0)
+        time.sleep(0.2)
+    return max(readings)
+
+
+def _package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _tool_version(argv: list[str]) -> str:
+    try:
+        completed = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return "not installed"
+    text = (completed.stdout + completed.stderr).strip().splitlines()
+    return text[0].strip() if text else "unknown"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_description(wrk_binary: str) -> dict[str, str]:
+    nginx_binary = nginx.find_nginx()
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": str(len(os.sched_getaffinity(0))),
+        "CPU": _cpu_model(),
+        "kernel": platform.release(),
+        "Python": platform.python_version(),
+        "aiohttp": _package_version("aiohttp"),
+        "uvloop": _package_version("uvloop"),
+        "wrk": _tool_version([wrk_binary, "-v"]).split(" Copyright")[0],
+        "nginx": _tool_version([nginx_binary, "-v"]) if nginx_binary else "not installed",
+    }
+
+
+def run(options: Options) -> Results:
+    """The whole benchmark; returns the results after printing and writing the report."""
+    raise_open_files_limit()
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sidecar-bench-")))
+        bench = Bench(options, stack, workdir)
+        print("starting redis, upstream, naive proxy, sidecars, nginx …", flush=True)
+        bench.start()
+        bench.check_targets()
+        bench.note_start_rss()
+        if serve_supports_workers():
+            bench.results.workers = (
+                "workers: `serve --workers` exists; this harness does not measure it yet"
+            )
+        else:
+            bench.results.workers = "workers: not measured (serve --workers not implemented)"
+        print(bench.results.workers, flush=True)
+        print(f"warm-up ({options.warmup_s:g} s per target)", flush=True)
+        bench.warm_up()
+        print(f"{options.rounds} rounds of {options.duration_s:g} s, rotating order", flush=True)
+        bench.measure_rounds()
+        finished = time.monotonic()
+        bench.count_argon2(finished)
+        print(f"{options.idle_connections} idle TLS connections", flush=True)
+        bench.idle_connections()
+        if options.profile:
+            print(f"py-spy profile ({options.profile_s} s)", flush=True)
+            bench.profile_sidecar()
+        else:
+            bench.results.profile_note = "not profiled: run with --profile (needs py-spy)"
+        results = bench.results
+    results.notes += NOTES
+    text = report.render(results)
+    print()
+    print(text)
+    options.out.mkdir(parents=True, exist_ok=True)
+    (options.out / "latest.md").write_text(text + "\n")
+    (options.out / "latest.json").write_text(
+        json.dumps(dataclasses.asdict(results), indent=1, default=str) + "\n"
+    )
+    return results
