@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--profile-seconds", type=int, default=10)
     parser.add_argument(
+        "--profile-native", action="store_true", help="include C frames (py-spy --native)"
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="a short smoke run: 2 s rounds, 1 round"
     )
     parser.add_argument("--out", type=Path, default=Path("bench/out"))
@@ -53,6 +56,7 @@ def _options(args: argparse.Namespace, argv: list[str]) -> Options:
         out=args.out,
         profile=args.profile,
         profile_s=3 if quick else args.profile_seconds,
+        profile_native=args.profile_native,
         idle_connections=min(args.idle_connections, 200) if quick else args.idle_connections,
         flood_rate=args.flood_rate,
         command=shlex.join(["python", "-m", "bench", *argv]),

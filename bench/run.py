@@ -70,6 +70,7 @@ class Options:
     out: Path
     profile: bool
     profile_s: int
+    profile_native: bool
     idle_connections: int
     flood_rate: float
     command: str
@@ -404,18 +405,28 @@ class Bench:
         load.start()
         try:
             time.sleep(2.0)
-            profile.record(py_spy, sidecar.child.pid, raw, duration_s=seconds, native=False)
+            profile.record(
+                py_spy,
+                sidecar.child.pid,
+                raw,
+                duration_s=seconds,
+                native=self.options.profile_native,
+            )
         finally:
             load.join()
         text = raw.read_text()
         self.options.out.mkdir(parents=True, exist_ok=True)
         (self.options.out / "profile-raw.txt").write_text(text)
         self.results.profile = profile.summarise(text)
+        frames = (
+            "Python and native (C) frames"
+            if self.options.profile_native
+            else "Python frames only, so time inside C (OpenSSL, uvloop, the HTTP parser) is "
+            "charged to the Python function that called it"
+        )
         self.results.profile_note = (
             f"py-spy record, 100 Hz, {seconds} s of wrk load on `sidecar` (log warning); "
-            "Python frames only, so time inside C (OpenSSL, uvloop, the HTTP parser) is "
-            "charged to the Python function that called it. Raw stacks: "
-            "bench/out/profile-raw.txt."
+            f"{frames}. Raw stacks: bench/out/profile-raw.txt."
         )
 
     def count_argon2(self, finished: float) -> None:
