@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
@@ -33,6 +34,8 @@ from sidecar.ratelimit import RateLimiter
 from sidecar.redis_conn import create_redis
 from sidecar.routes import RouteTable
 from sidecar.tls import Certificate
+
+log = structlog.get_logger("sidecar.app")
 
 
 @dataclass(slots=True)
@@ -189,10 +192,19 @@ class BackgroundTasks:
     def start(self, coroutine: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.create_task(coroutine))
 
-    async def cancel_all(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def cancel_all(self, patience_s: float = 5.0) -> None:
+        """Cancel until every task is done. One cancel is not always enough: on Python 3.11,
+        `asyncio.wait_for` (inside redis-py) can swallow a cancel that lands as its inner
+        future completes (gh-86296), and the task would carry on into its next wait."""
+        deadline = asyncio.get_running_loop().time() + patience_s
+        pending = [task for task in self._tasks if not task.done()]
+        while pending and asyncio.get_running_loop().time() < deadline:
+            for task in pending:
+                task.cancel()
+            _done, still = await asyncio.wait(pending, timeout=0.1)
+            pending = list(still)
+        if pending:
+            log.error("background tasks did not stop", tasks=[t.get_name() for t in pending])
 
 
 def _readiness_checks(

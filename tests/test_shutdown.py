@@ -123,13 +123,6 @@ async def test_sigterm_drains_then_finishes_in_flight_requests(
     assert [seen.path for seen in upstream.seen] == ["/public/wait", "/public/during-drain"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app.py: BackgroundTasks.cancel_all cancels each task once and then gathers with no "
-    "bound; on Python 3.11 asyncio.wait_for (used by redis-py around every socket write) drops "
-    "a cancel that lands as its inner future completes (gh-86296), so keep_trimmed carries on "
-    "into its hourly sleep and shutdown hangs for good",
-)
 async def test_background_tasks_stop_even_when_a_cancel_is_swallowed() -> None:
     started = asyncio.Event()
     handles: list[asyncio.Task[object]] = []
