@@ -6,6 +6,7 @@ real TLS; Redis is a real `redis-server` this session starts on a free port.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -71,6 +72,7 @@ async def upstream() -> AsyncIterator[UpstreamServer]:
 SettingsFactory = Callable[..., Settings]
 
 CLIENT_TIMEOUT_S = 15.0
+TEARDOWN_TIMEOUT_S = 15.0  # above the test settings' shutdown.grace_s
 
 
 @pytest.fixture
@@ -143,8 +145,19 @@ async def start_proxy(
     yield start
     for session in sessions:
         await session.close()
+    stuck = 0
     for context in reversed(stacks):
-        await context.__aexit__(None, None, None)
+        try:
+            # Bounded: a shutdown that hangs fails this test instead of the whole run.
+            async with asyncio.timeout(TEARDOWN_TIMEOUT_S):
+                await context.__aexit__(None, None, None)
+        except TimeoutError:
+            stuck += 1
+    if stuck:
+        pytest.fail(
+            f"{stuck} sidecar(s) did not shut down within {TEARDOWN_TIMEOUT_S}s (see "
+            "test_shutdown.py::test_background_tasks_stop_even_when_a_cancel_is_swallowed)"
+        )
 
 
 @pytest.fixture
