@@ -240,3 +240,9 @@ def test_a_file_without_a_certificate_is_refused(ca: trustme.CA, tmp_path: Path)
     with pytest.raises(ConfigError) as failure:
         check_certificate(tls)
     assert failure.value.problems[0].startswith("tls.cert_file: ")
+
+
+def test_a_bad_redis_url_is_named_without_its_password(tmp_path: Path) -> None:
+    [problem] = problems_of(write(tmp_path, "redis: {url: 'ftp://user:hunter2@db:6379/0'}\n"))
+    assert problem.startswith("redis.url: ")
+    assert "hunter2" not in problem
