@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from multidict import CIMultiDictProxy
@@ -36,6 +37,8 @@ EXPIRED = INVALID_TOKEN + ', error_description="key expired"'
 # flags and last_used_at: EXISTS, HSET): none may run for a key refused on its shape. GET and
 # EVALSHA are not in the list: the events writer uses them to record the refusal itself.
 LOOKUP_COMMANDS = ("hgetall", "pttl", "exists", "hset")
+# A sidecar that never answers must fail the test, not hang it for aiohttp's default 5 min.
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 
 @dataclass
@@ -57,6 +60,7 @@ async def call(
 ) -> Answer:
     request_id = f"t-{uuid.uuid4().hex}"
     sent = {"X-Request-Id": request_id, **(bearer(key) if key else {}), **(headers or {})}
+    kwargs.setdefault("timeout", REQUEST_TIMEOUT)
     async with proxy.request(method, path, headers=sent, **kwargs) as response:
         if response.content_type in ("application/json", "application/problem+json"):
             body: Any = await response.json(content_type=None)

@@ -30,14 +30,23 @@ from tests.keysupport import (
     metric_value,
     wait_for_invalidation_listeners,
 )
-from tests.test_auth import EXPIRED, INVALID_TOKEN, ROUTES, Answer, call, expect_event
+from tests.test_auth import (
+    EXPIRED,
+    INVALID_TOKEN,
+    REQUEST_TIMEOUT,
+    ROUTES,
+    Answer,
+    call,
+    expect_event,
+)
 
 DAY = 86400.0
 ARGON2 = "sidecar_argon2_verifications_total"
 
 
 async def metrics(proxy: Proxy) -> str:
-    async with proxy.session.get(proxy.health_url + "/metrics") as response:
+    url = proxy.health_url + "/metrics"
+    async with proxy.session.get(url, timeout=REQUEST_TIMEOUT) as response:
         assert response.status == 200
         return await response.text()
 
@@ -282,7 +291,7 @@ async def test_a_thousand_requests_with_one_key_verify_it_once(
     new = await issue(redis_client, settings, "hot", ["orders:read"])
     connector = aiohttp.TCPConnector(ssl=client_ssl, limit=50)
     statuses: list[int] = []
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with aiohttp.ClientSession(connector=connector, timeout=REQUEST_TIMEOUT) as session:
 
         async def one() -> int:
             headers = {"Authorization": f"Bearer {new.key}"}

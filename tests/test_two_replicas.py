@@ -30,7 +30,7 @@ from tests.keysupport import (
     sidecar_cli,
     wait_for_invalidation_listeners,
 )
-from tests.test_auth import ROUTES
+from tests.test_auth import REQUEST_TIMEOUT, ROUTES
 from tests.upstream import UpstreamServer
 
 pytestmark = pytest.mark.slow
@@ -142,7 +142,9 @@ async def replicas(
 ) -> AsyncIterator[tuple[list[Replica], aiohttp.ClientSession]]:
     started: list[Replica] = []
     with contextlib.ExitStack() as files:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl)) as session:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=client_ssl), timeout=REQUEST_TIMEOUT
+        ) as session:
             try:
                 for index in (1, 2):
                     log = files.enter_context(log_file(tmp_path / f"replica{index}.log"))
