@@ -1,7 +1,12 @@
-"""Resident memory of a process, read from /proc/PID/status (VmRSS), sampled in a thread."""
+"""What /proc says about a target: resident memory (VmRSS, sampled in a thread) and CPU time.
+
+CPU time is the steadier figure on a shared machine: a target's CPU seconds per request
+hardly change when a neighbour steals cycles, while its requests per second do.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -18,6 +23,43 @@ def rss_mib(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds(pid: int) -> float | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name (which may hold spaces, hence the last ')'):
+    # state ppid … utime(14) stime(15), numbered from 1 over the whole line.
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of `pid` (all its threads) and its direct children (nginx's
+    worker under its master); None when the process is gone."""
+    own = _own_cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(_own_cpu_seconds(child) or 0.0 for child in _children(pid))
 
 
 class RssSampler:

@@ -34,7 +34,8 @@ class FunctionCost:
 
 @dataclass(frozen=True, slots=True)
 class ProfileSummary:
-    samples: int
+    samples: int  # of the main thread (the event loop)
+    other_threads: int  # samples of other threads (the argon2 pool), left out
     own: list[FunctionCost]  # the function itself was on top of the stack
     inclusive: list[FunctionCost]  # the function was anywhere on the stack
 
@@ -84,7 +85,7 @@ def summarise(raw: str, top: int = 15) -> ProfileSummary:
     """Own and inclusive sample counts per function from py-spy's raw output."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
-    total = 0
+    total = others = 0
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -92,6 +93,11 @@ def summarise(raw: str, top: int = 15) -> ProfileSummary:
         count = int(count_text)
         frames = [_name(frame) for frame in stack.split(";") if frame]
         if not frames:
+            continue
+        if frames[0].startswith("Thread._bootstrap"):
+            # A pool thread: py-spy does not always see that one blocked in queue.get()
+            # is idle, and the event loop's cost is the question here.
+            others += count
             continue
         total += count
         own[frames[-1]] += count
@@ -109,4 +115,6 @@ def summarise(raw: str, top: int = 15) -> ProfileSummary:
     entry = {name for name, n in inclusive.items() if n >= _ENTRY_SHARE * total}
     for name in entry:
         del inclusive[name]
-    return ProfileSummary(samples=total, own=ranked(own), inclusive=ranked(inclusive))
+    return ProfileSummary(
+        samples=total, other_threads=others, own=ranked(own), inclusive=ranked(inclusive)
+    )

@@ -26,6 +26,9 @@ RATIOS = [
 ]
 
 
+CPU_RATIOS = [(SIDECAR, NAIVE), (SIDECAR, NGINX), (SIDECAR_INFO, SIDECAR), (NAIVE, NGINX)]
+
+
 def _num(value: float | None, digits: int = 0) -> str:
     if value is None or math.isnan(value):
         return "-"
@@ -65,10 +68,19 @@ def render(results: Results) -> str:
                 _num(summary.p50_ms, 2),
                 _num(summary.p99_ms, 2),
                 str(summary.errors),
+                _num(summary.cpu_us_per_request),
                 ", ".join(_num(v) for v in summary.rounds),
             ]
         )
-    lines += _table(["target", "req/s", "p50 ms", "p99 ms", "errors", "req/s per round"], rows)
+    lines += _table(
+        ["target", "req/s", "p50 ms", "p99 ms", "errors", "CPU µs/req", "req/s per round"], rows
+    )
+    lines += [
+        "CPU µs/req: CPU time of the target's own process(es) (for direct: the upstream; for "
+        "nginx: master and worker) divided by the requests wrk completed; the proxies' figures "
+        "exclude the upstream's work.",
+        "",
+    ]
     for target, why in results.skipped.items():
         lines.append(f"- {target}: not measured ({why})")
     if results.skipped:
@@ -78,6 +90,27 @@ def render(results: Results) -> str:
     rows = []
     for numerator, denominator in RATIOS:
         ratio = results.ratio(numerator, denominator)
+        if ratio is not None:
+            rows.append(
+                [
+                    ratio.name,
+                    _num(ratio.of_medians, 2),
+                    _num(ratio.median_per_round, 2),
+                    ", ".join(_num(v, 2) for v in ratio.per_round),
+                ]
+            )
+    lines += _table(["ratio", "of medians", "median per round", "per round"], rows)
+
+    lines += [
+        "## Ratios of CPU per request",
+        "",
+        "How many times the CPU one request costs in the first target, compared with the "
+        "second. Steadier than throughput on a shared machine; above 1 means more work.",
+        "",
+    ]
+    rows = []
+    for numerator, denominator in CPU_RATIOS:
+        ratio = results.cpu_ratio(numerator, denominator)
         if ratio is not None:
             rows.append(
                 [
@@ -109,6 +142,7 @@ def render(results: Results) -> str:
 
 
 def _flood_section(results: Results) -> list[str]:
+    duration = float(str(results.settings["duration"]))
     rows = []
     for target in (FLOOD_SINGLE, FLOOD_MANY):
         ratio = results.ratio(target, SIDECAR)
@@ -119,10 +153,12 @@ def _flood_section(results: Results) -> list[str]:
         sent = 0
         seconds = 0.0
         argon2 = 0.0
+        client_cpu = 0.0
         for run in runs:
             flood = run.flood or {}
             sent += int(str(flood.get("sent", 0)))
             seconds += float(str(flood.get("seconds", 0.0)))
+            client_cpu += float(str(flood.get("client_cpu_s") or 0.0))
             counts = flood.get("statuses", {})
             if isinstance(counts, dict):
                 for status, n in counts.items():
@@ -138,6 +174,7 @@ def _flood_section(results: Results) -> list[str]:
                 f"{sent / seconds:.0f}/s" if seconds else "-",
                 mix or "-",
                 _num(argon2 / len(runs)),
+                f"{client_cpu / (len(runs) * duration):.0%}",
             ]
         )
     if not rows:
@@ -145,9 +182,11 @@ def _flood_section(results: Results) -> list[str]:
     return [
         "## Invalid-key flood",
         "",
-        "Valid throughput while a separate process sends well-formed unknown keys, divided by "
-        "the valid throughput without it (same round). The flood client's own CPU is part of "
-        "the cost on this 2-core machine.",
+        "Valid throughput of a sidecar while a separate process sends it well-formed unknown "
+        f"keys (target {results.settings.get('flood_rate', 200):g}/s), divided by the valid "
+        "throughput of `sidecar` (same config, no flood) in the same round. The floods hit a "
+        "sidecar process of their own. The flood client competes for the same cores: its CPU "
+        "(share of one core while wrk ran) is part of the cost measured here.",
         "",
         *_table(
             [
@@ -157,6 +196,7 @@ def _flood_section(results: Results) -> list[str]:
                 "flood rate",
                 "flood answers",
                 "argon2 runs per round",
+                "flood client CPU",
             ],
             rows,
         ),
@@ -191,12 +231,8 @@ def _argon2_section(results: Results) -> list[str]:
     lines = [
         "## argon2 verifications (sidecar /metrics)",
         "",
-        f"- `sidecar_argon2_verifications_total` = {count.total:.0f} on the sidecar process "
-        f"(flood rounds included)",
-    ]
-    for target, value in count.by_target.items():
-        lines.append(f"- during {target} measurements: {value:.0f}")
-    lines += [
+        f"- `sidecar_argon2_verifications_total` = {count.total:.0f} on the `sidecar` process "
+        f"(never flooded), {count.during_rounds:.0f} of them during its measured rounds",
         f"- the valid key was in use for about {count.loaded_s:.0f} s with "
         f"`keys.cache_ttl_s` = {count.cache_ttl_s:.0f}: one verification per key per TTL "
         f"allows at most about {expected}",
@@ -215,7 +251,8 @@ def _profile_section(results: Results) -> list[str]:
     lines = [
         "## Where the time goes (py-spy, sidecar under load)",
         "",
-        f"{profile.samples} samples. {results.profile_note}",
+        f"{profile.samples} samples of the event loop's thread ({profile.other_threads} of "
+        f"other threads left out). {results.profile_note}",
         "",
         "Own time (the function itself was running):",
         "",

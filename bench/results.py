@@ -30,6 +30,13 @@ class Measurement:
     rss_max_mib: float | None = None
     flood: dict[str, object] | None = None
     argon2: float | None = None  # verifications the sidecar ran during this measurement
+    cpu_s: float | None = None  # CPU seconds the target's process used meanwhile
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        if self.cpu_s is None or not self.wrk.requests:
+            return None
+        return self.cpu_s / self.wrk.requests * 1e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +47,7 @@ class TargetSummary:
     p99_ms: float
     errors: int
     rounds: list[float]  # req/s per round, in round order
+    cpu_us_per_request: float | None  # median over rounds
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +82,7 @@ class IdleMemory:
 class Argon2Count:
     """Counter values from the sidecars' /metrics after the runs."""
 
-    by_target: dict[str, float]  # verifications during each target's measurements
+    during_rounds: float  # verifications during the `sidecar` measurements
     total: float
     loaded_s: float  # seconds the valid key was in use on this process
     cache_ttl_s: float
@@ -120,6 +128,7 @@ class Results:
             p99_ms=statistics.median(m.wrk.p99_ms for m in runs),
             errors=sum(m.wrk.errors for m in runs),
             rounds=[m.wrk.requests_per_s for m in runs],
+            cpu_us_per_request=_median_or_none([m.cpu_us_per_request for m in runs]),
         )
 
     def ratio(self, numerator: str, denominator: str) -> Ratio | None:
@@ -135,6 +144,25 @@ class Results:
         return Ratio(
             f"{numerator} / {denominator}",
             top.requests_per_s / bottom.requests_per_s,
+            per_round,
+        )
+
+    def cpu_ratio(self, numerator: str, denominator: str) -> Ratio | None:
+        """CPU per request of one target over another's: how much more work each request is."""
+        top, bottom = self.summary(numerator), self.summary(denominator)
+        if top is None or bottom is None:
+            return None
+        if top.cpu_us_per_request is None or not bottom.cpu_us_per_request:
+            return None
+        by_round = {m.round: m.cpu_us_per_request for m in self.of(denominator)}
+        per_round = []
+        for m in sorted(self.of(numerator), key=lambda m: m.round):
+            bottom_round = by_round.get(m.round)
+            if m.cpu_us_per_request is not None and bottom_round:
+                per_round.append(m.cpu_us_per_request / bottom_round)
+        return Ratio(
+            f"{numerator} / {denominator}",
+            top.cpu_us_per_request / bottom.cpu_us_per_request,
             per_round,
         )
 
@@ -197,8 +225,16 @@ def verdicts(results: Results) -> list[Verdict]:
             parts.append(f"under load {load:.0f} MiB")
         if idle is not None:
             parts.append(f"{idle.connections_open} idle TLS {idle.with_idle_mib:.0f} MiB")
+        flooded = [results.rss_under_load(t) for t in (FLOOD_SINGLE, FLOOD_MANY)]
+        if any(v is not None for v in flooded):
+            parts.append(f"under flood {max(v for v in flooded if v is not None):.0f} MiB")
         out.append(Verdict("RSS ≤ 100 MiB per worker", ", ".join(parts), worst <= 100.0))
     return out
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
 
 
 def _join(values: list[float]) -> str:

@@ -26,6 +26,7 @@ from bench import nginx, profile, report, sidecar_target, wrk
 from bench.payloads import REQUEST_BODY, ROUTE_PATH
 from bench.private import write_private
 from bench.processes import Child, python_module, raise_open_files_limit, wait_for_port
+from bench.procfs import RssSampler, cpu_seconds, rss_mib
 from bench.results import (
     DIRECT,
     FLOOD_MANY,
@@ -39,7 +40,6 @@ from bench.results import (
     Measurement,
     Results,
 )
-from bench.rss import RssSampler, rss_mib
 from bench.sidecar_target import SidecarPorts, scrape_metrics, serve_supports_workers
 from sidecar.embedded_redis import EmbeddedRedis, free_port
 from sidecar.selfsigned import write_self_signed
@@ -81,6 +81,7 @@ class Target:
     name: str
     url: str
     script: Path
+    pid: int  # the process doing the target's work: its CPU time is measured
     sidecar: SidecarProcess | None = None  # the process behind it, when it is a sidecar
     flood: str | None = None  # "single" | "many": the flood running beside the valid load
 
@@ -108,6 +109,7 @@ class Bench:
                 "warmup": options.warmup_s,
                 "connections": options.connections,
                 "threads": options.threads,
+                "flood_rate": options.flood_rate,
             },
         )
         self.targets: list[Target] = []
@@ -116,6 +118,7 @@ class Bench:
         self._key_file = Path()
         self._sidecar: SidecarProcess | None = None
         self._sidecar_info: SidecarProcess | None = None
+        self._sidecar_flood: SidecarProcess | None = None
         self._first_use = 0.0
 
     # ---- start-up -------------------------------------------------------------------
@@ -131,7 +134,7 @@ class Bench:
         self._redis_url = redis_server.url
         self._cert, self._key = write_self_signed(self.dir)
         upstream_port = free_port()
-        self._start(
+        upstream = self._start(
             "upstream", python_module("bench.upstream", "--port", str(upstream_port)), upstream_port
         )
         upstream_url = f"http://127.0.0.1:{upstream_port}"
@@ -141,10 +144,10 @@ class Bench:
         plain = wrk.write_script(self.dir / "plain.lua", None)
         keyed = wrk.write_script(self.dir / "keyed.lua", f"Bearer {api_key}")
 
-        self.targets.append(Target(DIRECT, upstream_url + ROUTE_PATH, plain))
+        self.targets.append(Target(DIRECT, upstream_url + ROUTE_PATH, plain, upstream.pid))
 
         naive_port = free_port()
-        self._start(
+        naive = self._start(
             "naive",
             python_module(
                 "bench.naive_proxy",
@@ -159,16 +162,17 @@ class Bench:
             ),
             naive_port,
         )
-        self.targets.append(Target(NAIVE, f"https://127.0.0.1:{naive_port}{ROUTE_PATH}", plain))
+        naive_url = f"https://127.0.0.1:{naive_port}{ROUTE_PATH}"
+        self.targets.append(Target(NAIVE, naive_url, plain, naive.pid))
 
         sidecar = self._start_sidecar("sidecar", "warning", upstream_url)
         self._sidecar = sidecar
         sidecar_url = f"https://127.0.0.1:{sidecar.ports.proxy}{ROUTE_PATH}"
-        self.targets.append(Target(SIDECAR, sidecar_url, keyed, sidecar))
+        self.targets.append(Target(SIDECAR, sidecar_url, keyed, sidecar.child.pid, sidecar))
         info = self._start_sidecar("sidecar-info", "info", upstream_url)
         self._sidecar_info = info
         info_url = f"https://127.0.0.1:{info.ports.proxy}{ROUTE_PATH}"
-        self.targets.append(Target(SIDECAR_INFO, info_url, keyed, info))
+        self.targets.append(Target(SIDECAR_INFO, info_url, keyed, info.child.pid, info))
 
         nginx_binary = nginx.find_nginx()
         if nginx_binary is None:
@@ -186,12 +190,19 @@ class Bench:
                 key_file=self._key,
                 api_key=api_key,
             )
-            self._start("nginx", nginx.argv(nginx_binary, prefix, config), nginx_port)
+            master = self._start("nginx", nginx.argv(nginx_binary, prefix, config), nginx_port)
             nginx_url = f"https://127.0.0.1:{nginx_port}{ROUTE_PATH}"
-            self.targets.append(Target(NGINX, nginx_url, keyed))
+            self.targets.append(Target(NGINX, nginx_url, keyed, master.pid))
 
-        self.targets.append(Target(FLOOD_SINGLE, sidecar_url, keyed, sidecar, flood="single"))
-        self.targets.append(Target(FLOOD_MANY, sidecar_url, keyed, sidecar, flood="many"))
+        # The floods get a sidecar of their own (same config as `sidecar`): argon2 under a
+        # flood leaves memory behind that would otherwise blur `sidecar`'s RSS and argon2 count.
+        flooded = self._start_sidecar("sidecar-flood", "warning", upstream_url)
+        self._sidecar_flood = flooded
+        flooded_url = f"https://127.0.0.1:{flooded.ports.proxy}{ROUTE_PATH}"
+        for name, shape in ((FLOOD_SINGLE, "single"), (FLOOD_MANY, "many")):
+            self.targets.append(
+                Target(name, flooded_url, keyed, flooded.child.pid, flooded, flood=shape)
+            )
         del api_key  # from here on the key lives only in the 0600 files of the temp folder
 
     def _start_sidecar(self, name: str, log_level: str, upstream_url: str) -> SidecarProcess:
@@ -222,8 +233,8 @@ class Bench:
         context = ssl.create_default_context(cafile=str(self._cert))
         key = self._key_file.read_text()
         for target in self.targets:
-            if target.flood is not None:
-                continue
+            if target.name == FLOOD_MANY:
+                continue  # the same process as FLOOD_SINGLE
             host_port = target.url.split("/")[2]
             connection: http.client.HTTPConnection
             if target.url.startswith("https:"):
@@ -261,8 +272,8 @@ class Bench:
 
     def warm_up(self) -> None:
         for target in self.targets:
-            if target.flood is not None:
-                continue
+            if target.name == FLOOD_MANY:
+                continue  # the same process as FLOOD_SINGLE, warmed up without its flood
             result = self._wrk(target, self.options.warmup_s)
             print(f"  warm-up {target.name}: {result.requests_per_s:,.0f} req/s", flush=True)
             time.sleep(_PAUSE_BETWEEN_RUNS_S)
@@ -289,15 +300,21 @@ class Bench:
 
     def _measure(self, target: Target, round_no: int) -> Measurement:
         if target.sidecar is None:
-            return Measurement(target.name, round_no, self._wrk(target, self.options.duration_s))
+            cpu_before = cpu_seconds(target.pid)
+            result = self._wrk(target, self.options.duration_s)
+            return Measurement(
+                target.name, round_no, result, cpu_s=_cpu_delta(cpu_before, target.pid)
+            )
         health = target.sidecar.ports.health
         before = scrape_metrics(health)
         with contextlib.ExitStack() as during:
             flood_result = None
             if target.flood is not None:
                 flood_result = during.enter_context(self._flood(target))
-            sampler = during.enter_context(RssSampler(target.sidecar.child.pid))
+            sampler = during.enter_context(RssSampler(target.pid))
+            cpu_before = cpu_seconds(target.pid)
             result = self._wrk(target, self.options.duration_s)
+            cpu = _cpu_delta(cpu_before, target.pid)
         after = scrape_metrics(health)
         argon2 = _delta(before, after, "sidecar_argon2_verifications_total")
         self._trim_audit_streams()
@@ -306,6 +323,7 @@ class Bench:
             round_no,
             result,
             rss_max_mib=sampler.max_mib or None,
+            cpu_s=cpu,
             flood=flood_result.read() if flood_result is not None else None,
             argon2=argon2,
         )
@@ -331,10 +349,13 @@ class Bench:
             str(path),
         )
         child = Child(f"flood-{target.flood}", argv, self.dir / "flood.log")
+        flood = FloodResult(path)
         try:
             _wait_for_file(Path(str(path) + ".ready"), child)
             time.sleep(1.0)  # the flood is at full rate before the valid load starts
-            yield FloodResult(path)
+            cpu_before = cpu_seconds(child.pid)
+            yield flood
+            flood.client_cpu_s = _cpu_delta(cpu_before, child.pid)
         finally:
             child.stop()
 
@@ -433,14 +454,8 @@ class Bench:
         sidecar = self._sidecar
         assert sidecar is not None
         metrics = scrape_metrics(sidecar.ports.health)
-        by_target: dict[str, float] = {}
-        for measurement in self.results.measurements:
-            if measurement.argon2 is not None and measurement.target != SIDECAR_INFO:
-                by_target[measurement.target] = (
-                    by_target.get(measurement.target, 0.0) + measurement.argon2
-                )
         self.results.argon2 = Argon2Count(
-            by_target=by_target,
+            during_rounds=sum(m.argon2 or 0.0 for m in self.results.of(SIDECAR)),
             total=metrics.get("sidecar_argon2_verifications_total", float("nan")),
             loaded_s=finished - self._first_use,
             cache_ttl_s=sidecar_target.CACHE_TTL_S,
@@ -457,17 +472,27 @@ class Bench:
 
 
 class FloodResult:
-    """The flood's JSON summary, readable once the flood process has stopped."""
+    """The flood's JSON summary, readable once the flood process has stopped, plus the CPU
+    the flood client itself used while the valid load ran (it competes for the same cores)."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self.client_cpu_s: float | None = None
 
     def read(self) -> dict[str, object] | None:
         try:
             loaded = json.loads(self._path.read_text())
         except (OSError, ValueError):
             return None
-        return loaded if isinstance(loaded, dict) else None
+        if not isinstance(loaded, dict):
+            return None
+        loaded["client_cpu_s"] = self.client_cpu_s
+        return loaded
+
+
+def _cpu_delta(before: float | None, pid: int) -> float | None:
+    after = cpu_seconds(pid)
+    return None if before is None or after is None else after - before
 
 
 def _delta(before: dict[str, float], after: dict[str, float], name: str) -> float | None:
