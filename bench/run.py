@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import ssl
 import subprocess
 import tempfile
@@ -25,7 +26,7 @@ import redis
 from bench import nginx, profile, report, sidecar_target, wrk
 from bench.payloads import REQUEST_BODY, ROUTE_PATH
 from bench.private import write_private
-from bench.processes import Child, python_module, raise_open_files_limit, wait_for_port
+from bench.processes import REPO_ROOT, Child, python_module, raise_open_files_limit, wait_for_port
 from bench.procfs import RssSampler, cpu_seconds, rss_mib
 from bench.results import (
     DIRECT,
@@ -546,9 +547,26 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _source_revision() -> str:
+    """The commit the measured code comes from, and whether sidecar/ differs from it."""
+    git = ["git", "-C", str(REPO_ROOT)]
+    commit = _tool_version([*git, "rev-parse", "--short", "HEAD"])
+    if not re.fullmatch(r"[0-9a-f]{7,40}", commit):
+        return "unknown (not a git checkout)"
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--", "sidecar"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    ).stdout.strip()
+    return commit + (" with uncommitted changes in sidecar/" if dirty else "")
+
+
 def machine_description(wrk_binary: str) -> dict[str, str]:
     nginx_binary = nginx.find_nginx()
     return {
+        "sidecar code": _source_revision(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": str(len(os.sched_getaffinity(0))),
         "CPU": _cpu_model(),
