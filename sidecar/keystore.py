@@ -25,6 +25,21 @@ from sidecar.keys import SecretHasher, generate_key
 _PREFIX = "sidecar:{keys}:"
 _IDS = _PREFIX + "ids"
 INVALIDATE_CHANNEL = "sidecar:keys:invalidate"
+_REQUIRED = frozenset({"id", "name", "hash", "scopes", "environment", "created_at"})
+
+# One field on each record that still exists. Checking and writing in one step matters: a
+# flag (last_used_at, exposed, revoked) written as a key is deleted must not leave behind a
+# remnant hash holding only that field.
+_SET_IF_PRESENT = """
+local n = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('HSET', key, ARGV[1], ARGV[2])
+    n = n + 1
+  end
+end
+return n
+"""
 
 
 class KeyStoreError(SidecarError):
@@ -41,6 +56,14 @@ def _id_key(key_id: str) -> str:
 
 def _name_key(name: str) -> str:
     return f"{_PREFIX}name:{name}"
+
+
+def _record(raw: Mapping[bytes | str, bytes | str]) -> KeyRecord | None:
+    """The record in a hash, or None when the hash is not a whole record (absent, or a
+    remnant of fields written around a deletion)."""
+    if not {_text(name) for name in raw} >= _REQUIRED:
+        return None
+    return KeyRecord.from_redis(raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +159,10 @@ class KeyStore:
     def __init__(self, redis: aioredis.Redis, clock: Callable[[], float] = time.time) -> None:
         self._redis = redis
         self._clock = clock
+        self._set_if_present = redis.register_script(_SET_IF_PRESENT)
 
     async def fetch(self, key_id: str) -> KeyRecord | None:
-        raw = await self._redis.hgetall(_id_key(key_id))
-        return KeyRecord.from_redis(raw) if raw else None
+        return _record(await self._redis.hgetall(_id_key(key_id)))
 
     async def create(
         self,
@@ -187,11 +210,16 @@ class KeyStore:
                         raise KeyStoreError(f"key {name!r} is revoked: delete it and create anew")
                     now = self._clock()
                     key, parsed = generate_key(prefix, old.environment)
+                    # The new key lives as long as the old one was made to: copying the old
+                    # end would issue a key as close to expiry as the one it replaces, or
+                    # already expired when an expired key is rotated.
+                    lifetime = None if old.expires_at is None else old.expires_at - old.created_at
                     new = replace(
                         old,
                         key_id=parsed.key_id,
                         hash=hasher.hash(parsed.secret),
                         created_at=now,
+                        expires_at=None if lifetime is None else now + lifetime,
                         rotated_from=old.key_id,
                         rotated_to=None,
                         last_used_at=None,
@@ -221,10 +249,7 @@ class KeyStore:
         ids = [record.key_id for record in await self.records_named(name)]
         if not ids:
             raise KeyStoreError(f"no key named {name!r}")
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for key_id in ids:
-                pipe.hset(_id_key(key_id), "revoked", "1")
-            await pipe.execute()
+        await self._set_field(ids, "revoked", "1")
         await self._announce(*ids)
         return ids
 
@@ -248,34 +273,34 @@ class KeyStore:
             for key_id in ids:
                 pipe.hgetall(_id_key(key_id))
             raws = await pipe.execute()
-        records = [KeyRecord.from_redis(raw) for raw in raws if raw]
+        records = [record for record in map(_record, raws) if record is not None]
         return sorted(records, key=lambda record: (record.name, record.created_at))
 
     async def records_named(self, name: str) -> list[KeyRecord]:
         return [record for record in await self.records() if record.name == name]
 
     async def mark_exposed(self, key_id: str) -> None:
-        if await self._redis.exists(_id_key(key_id)):
-            await self._redis.hset(_id_key(key_id), "exposed", "1")
+        await self._set_field([key_id], "exposed", "1")
 
     async def touch(self, key_id: str, when: float) -> None:
         """Record `last_used_at`; a key deleted meanwhile is not brought back as a stub."""
-        if await self._redis.exists(_id_key(key_id)):
-            await self._redis.hset(_id_key(key_id), "last_used_at", repr(when))
+        await self._set_field([key_id], "last_used_at", repr(when))
 
     async def replace_hash(self, key_id: str, new_hash: str) -> None:
         """After the argon2 parameters change, store the hash re-made with the new ones."""
-        if await self._redis.exists(_id_key(key_id)):
-            await self._redis.hset(_id_key(key_id), "hash", new_hash)
+        await self._set_field([key_id], "hash", new_hash)
+
+    async def _set_field(self, key_ids: list[str], name: str, value: str) -> None:
+        await self._set_if_present(keys=[_id_key(key_id) for key_id in key_ids], args=[name, value])
 
     async def _current(self, name: str, client: aioredis.Redis) -> KeyRecord:
         key_id = await client.get(_name_key(name))
         if key_id is None:
             raise KeyStoreError(f"no key named {name!r}")
-        raw = await client.hgetall(_id_key(_text(key_id)))
-        if not raw:
+        record = _record(await client.hgetall(_id_key(_text(key_id))))
+        if record is None:
             raise KeyStoreError(f"key {name!r} has no record (delete it and create anew)")
-        return KeyRecord.from_redis(raw)
+        return record
 
     async def _announce(self, *key_ids: str) -> None:
         for key_id in key_ids:
