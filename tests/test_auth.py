@@ -513,3 +513,22 @@ async def test_an_internal_error_answers_a_consistent_500(
     assert upstream.seen == []
     assert_problem(answer, 500)
     assert answer.body["title"] != "Bad request"
+
+
+async def test_per_key_rate_limit_is_shared_across_replicas(
+    start_proxy: ProxyFactory, redis_client: aioredis.Redis
+) -> None:
+    sections: dict[str, Any] = {
+        "keys": FAST_KEYS,
+        "routes": ROUTES,
+        "rate_limits": {"per_key": {"requests": 3, "per_seconds": 60}},
+    }
+    first: Proxy = await start_proxy(**sections)
+    second: Proxy = await start_proxy(**sections)
+    new = await issue(redis_client, first.server.sidecar.settings, "shared", ["orders:read"])
+
+    statuses = [
+        (await call(replica, "/v1/orders/1", key=new.key)).status
+        for replica in (first, second, first, second)
+    ]
+    assert statuses == [200, 200, 200, 429]

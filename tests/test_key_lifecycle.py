@@ -496,3 +496,19 @@ async def test_keys_due_for_rotation_show_in_metrics(
         return metric_value(await metrics(proxy), "sidecar_keys_rotation_due") == 1
 
     await wait_until(counted, within=5)
+
+
+async def test_cache_ttl_bounds_staleness_when_an_announcement_is_missed(
+    start_proxy: ProxyFactory, redis_client: aioredis.Redis
+) -> None:
+    proxy: Proxy = await start_proxy(keys=keys_section(cache_ttl_s=0.5), routes=ROUTES)
+    await wait_for_invalidation_listeners(redis_client)
+    settings = proxy.server.sidecar.settings
+    new = await issue(redis_client, settings, "quiet", ["orders:read"])
+    assert (await call(proxy, "/v1/orders/1", key=new.key)).status == 200
+
+    # Revoked behind the key store's back: no pub/sub announcement, as if it had been lost.
+    (record_key,) = [name async for name in redis_client.scan_iter(match=f"*{new.record.key_id}")]
+    await redis_client.hset(record_key, "revoked", "1")
+    refused = await status_becomes(proxy, new.key, 401, within=3)
+    await expect_event(redis_client, refused.request_id, "revoked_key")
