@@ -4,21 +4,29 @@ Each segment file holds lines `{writer_id} {seq} {document}`; documents are comp
 they contain no raw newline. Appends are fsync'd per batch. A segment is deleted only after
 every line in it has been accepted by Redis, and replaying a line twice is harmless: the
 writer's Lua script skips sequence numbers Redis has already seen.
+
+A process never appends to a segment it found at start-up: a crash may have left that one
+ending in a torn line, and a new line written after it would be glued onto it and lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("sidecar.audit.spool")
 
 SEGMENT_BYTES = 8 * 1024 * 1024
 _SUFFIX = ".spool"
 
 
 class SpoolFull(Exception):
-    """The spool has reached `audit.spool_max_bytes`."""
+    """The spool cannot take a batch: `audit.spool_max_bytes` reached, or the disk failed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +56,7 @@ class Spool:
         self._bytes = sum(path.stat().st_size for path in self._segments)
         budget.used += self._bytes
         self._next = _next_number(self._segments)
+        self._current: Path | None = None  # the segment this process appends to
 
     @property
     def size(self) -> int:
@@ -68,23 +77,45 @@ class Spool:
         )
         if not self.has_room(len(data)):
             raise SpoolFull(f"spool at {self.budget.used} of {self.budget.max_bytes} bytes")
-        path = self._writable_segment()
-        with open(path, "ab") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            self._write(data)
+        except OSError as exc:
+            raise SpoolFull(f"cannot write the spool in {self.directory}: {exc}") from exc
         self._bytes += len(data)
         self.budget.used += len(data)
 
+    def _write(self, data: bytes) -> None:
+        path = self._writable_segment()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError:
+            # Part of the batch may have landed, ending in a torn line: count those bytes, and
+            # start the next batch in a new segment so it cannot be glued onto that line.
+            with contextlib.suppress(OSError):
+                landed = os.fstat(fd).st_size - start
+                self._bytes += landed
+                self.budget.used += landed
+            self._current = None
+            raise
+        finally:
+            os.close(fd)
+
     def _writable_segment(self) -> Path:
-        if self._segments and self._segments[-1].stat().st_size < SEGMENT_BYTES:
-            return self._segments[-1]
+        current = self._current
+        if current is not None and current.stat().st_size < SEGMENT_BYTES:
+            return current
         path = self.directory / f"{self._next:012d}{_SUFFIX}"
         self._next += 1
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
         _fsync_directory(self.directory)
         self._segments.append(path)
+        self._current = path
         return path
 
     def oldest(self) -> Path | None:
@@ -92,19 +123,27 @@ class Spool:
 
     def read(self, segment: Path) -> Iterator[SpooledRecord]:
         """The records of a segment, in order. A torn last line (crash mid-write) is skipped:
-        its batch was never fsync'd, so nothing was acknowledged for it."""
+        its batch was never fsync'd, so nothing was acknowledged for it. A line that does not
+        parse (the file was damaged) is logged and skipped rather than stopping the replay."""
         with open(segment, "rb") as handle:
-            for line in handle:
+            for number, line in enumerate(handle, start=1):
                 if not line.endswith(b"\n"):
                     break
-                writer_id, seq, document = line.rstrip(b"\n").split(b" ", 2)
-                yield SpooledRecord(writer_id.decode(), int(seq), document)
+                try:
+                    writer_id, seq, document = line.rstrip(b"\n").split(b" ", 2)
+                    record = SpooledRecord(writer_id.decode("ascii"), int(seq), document)
+                except ValueError:
+                    log.error("unreadable spool line skipped", segment=str(segment), line=number)
+                    continue
+                yield record
 
     def remove(self, segment: Path) -> None:
         size = segment.stat().st_size
         segment.unlink()
         _fsync_directory(self.directory)
         self._segments.remove(segment)
+        if segment == self._current:
+            self._current = None
         self._bytes -= size
         self.budget.used -= size
 

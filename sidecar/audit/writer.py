@@ -77,11 +77,16 @@ class DurableStreamWriter:
         # The hash tag puts the mark in the stream's slot, so the script is legal on a cluster.
         self._mark_prefix = f"{{{self.stream}}}:writer:"
         self._failures = 0
+        # Records wait in memory that the spool refused: until they are written somewhere,
+        # nothing new may be accepted (SPEC §7: a full spool means 503, not unaudited requests).
+        self._stuck = False
         self._update_idle()
         self.hooks.spool_bytes(self.spool.size)
 
     def can_accept(self) -> bool:
         """Whether a new document is sure to be kept: room in memory and on disk."""
+        if self._stuck:
+            return False
         return len(self._queue) < self.max_queue and self.spool.has_room()
 
     def submit(self, document: bytes) -> bool:
@@ -153,8 +158,11 @@ class DurableStreamWriter:
             batch = list(islice(self._queue, BATCH))
             try:
                 self.spool.append(batch)
-            except SpoolFull:
-                break  # kept in memory; new requests are refused via can_accept()
+            except SpoolFull as exc:
+                if not self._stuck:
+                    log.error("spool refused records; refusing new ones", error=str(exc))
+                self._stuck = True  # kept in memory; new requests are refused via can_accept()
+                break
             for _ in batch:
                 self._queue.popleft()
             self.hooks.spooled(len(batch))
@@ -178,6 +186,7 @@ class DurableStreamWriter:
 
     def _update_idle(self) -> None:
         if not self._queue:
+            self._stuck = False
             self._idle.set()
 
     async def flush(self, timeout_s: float) -> bool:
