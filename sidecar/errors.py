@@ -99,6 +99,13 @@ class BadRequest(Rejected):
     title = "Bad request"
 
 
+class HeaderTooLarge(Rejected):
+    """The header block (or one line of it) is over `limits.max_header_bytes`: SPEC §12."""
+
+    status = 431
+    title = "Request header fields too large"
+
+
 class BodyTooLarge(Rejected):
     status = 413
     title = "Content too large"

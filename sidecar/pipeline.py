@@ -25,6 +25,7 @@ from sidecar.errors import (
     BadRequest,
     BodyTooLarge,
     Draining,
+    HeaderTooLarge,
     KeyInUrl,
     MissingScope,
     NoRoute,
@@ -98,6 +99,7 @@ class Pipeline:
         self._security_headers = security_headers
         self._trusted = tuple(settings.trusted_proxies)
         self._max_body = settings.limits.max_body_bytes
+        self._max_header_bytes = settings.limits.max_header_bytes
         self._key_header = settings.keys.header
         self._log = structlog.get_logger("sidecar.request")
 
@@ -145,6 +147,9 @@ class Pipeline:
         client_ip = exchange.client_ip
         if self._lifecycle.closed:
             raise Draining("the sidecar is shutting down; retry", retry_after=1)
+        head = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
+        if head > self._max_header_bytes:
+            raise HeaderTooLarge(f"the header block is over {self._max_header_bytes} bytes")
         problem = non_canonical(request.rel_url.raw_path, request.rel_url.path)
         if problem is not None:
             raise BadRequest(problem)

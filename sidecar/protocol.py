@@ -12,6 +12,7 @@ says what kind of problem it was (problem+json) and logs the error class only.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -20,20 +21,13 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from sidecar.errors import BadRequest, Rejected
+from sidecar.errors import BadRequest, HeaderTooLarge, Rejected
 from sidecar.headers import REQUEST_ID_HEADER, request_id
 from sidecar.problems import problem_response
 
 log = structlog.get_logger("sidecar.protocol")
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-
-
-class HeaderTooLarge(Rejected):
-    """A header line (or the request line) over `limits.max_header_bytes`: SPEC §12's 431."""
-
-    status = 431
-    title = "Request header fields too large"
 
 
 def _parse_problem(exc: HttpProcessingError) -> Rejected:
@@ -45,6 +39,47 @@ def _parse_problem(exc: HttpProcessingError) -> Rejected:
 
 class _HardenedRequestHandler(RequestHandler):
     security_headers: Mapping[str, str] = {}
+    header_timeout_s: float = 10.0
+    max_connections: int = 10_000
+    _head_timer: asyncio.TimerHandle | None = None
+
+    # Slowloris: aiohttp has no deadline for receiving a request head, only the keep-alive
+    # timer for idle connections. A connection gets `header_timeout_s` from its first byte
+    # (or from its TLS handshake) to deliver a whole head, or it is closed.
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if len(self._manager.connections) > self.max_connections:  # type: ignore[union-attr]
+            log.warning("connection refused: limits.max_connections reached")
+            self.force_close()
+            return
+        self._arm_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        before = len(self._messages)
+        super().data_received(data)
+        if len(self._messages) > before:
+            self._disarm_head_timer()  # a whole head arrived
+        elif self._head_timer is None and not self._request_in_progress and not self._messages:
+            self._arm_head_timer()  # the first bytes of a new request on a kept-alive connection
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self._loop.call_later(self.header_timeout_s, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self._messages and not self._request_in_progress:
+            log.info("connection closed: request head not received in time")
+            self.force_close()
 
     def handle_error(
         self,
@@ -80,12 +115,22 @@ class HardenedServer(web.Server):
     """`web.Server` whose connections add `security_headers` to aiohttp's own error pages."""
 
     def __init__(
-        self, handler: Handler, *, security_headers: Mapping[str, str], **kwargs: Any
+        self,
+        handler: Handler,
+        *,
+        security_headers: Mapping[str, str],
+        header_timeout_s: float,
+        max_connections: int,
+        **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self._security_headers = security_headers
+        self._header_timeout_s = header_timeout_s
+        self._max_connections = max_connections
 
     def __call__(self) -> RequestHandler:
         connection = _HardenedRequestHandler(self, loop=self._loop, **self._kwargs)
         connection.security_headers = self._security_headers
+        connection.header_timeout_s = self._header_timeout_s
+        connection.max_connections = self._max_connections
         return connection

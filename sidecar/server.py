@@ -66,6 +66,8 @@ async def running(settings: Settings, certificate: Certificate) -> AsyncIterator
         proxy_server = HardenedServer(
             sidecar.pipeline.handle,
             security_headers=sidecar.security_headers,
+            header_timeout_s=settings.limits.header_timeout_s,
+            max_connections=settings.limits.max_connections,
             handler_cancellation=True,  # a client that goes away cancels its upstream request
             access_log=None,  # one structured line per request comes from the pipeline
             auto_decompress=False,  # compressed bodies are forwarded as they are
