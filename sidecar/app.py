@@ -119,17 +119,19 @@ async def open_sidecar(settings: Settings, certificate: Certificate) -> AsyncIte
             lifecycle=lifecycle,
             security_headers=headers,
         )
-        checks = _readiness_checks(certificate, redis, lifecycle, metrics, audit_writer)
-        yield Sidecar(
+        sidecar = Sidecar(
             settings=settings,
             certificate=certificate,
             lifecycle=lifecycle,
             metrics=metrics,
             redis=redis,
             pipeline=pipeline,
-            health_app=create_health_app(checks, metrics),
+            health_app=web.Application(),
             security_headers=headers,
         )
+        checks = _readiness_checks(sidecar, redis, audit_writer)
+        sidecar.health_app = create_health_app(checks, metrics)
+        yield sidecar
 
 
 def _create_authenticator(
@@ -208,16 +210,15 @@ class BackgroundTasks:
 
 
 def _readiness_checks(
-    certificate: Certificate,
-    redis: aioredis.Redis,
-    lifecycle: Lifecycle,
-    metrics: Metrics,
-    audit_writer: DurableStreamWriter,
+    sidecar: Sidecar, redis: aioredis.Redis, audit_writer: DurableStreamWriter
 ) -> list[ReadinessCheck]:
+    lifecycle, metrics = sidecar.lifecycle, sidecar.metrics
+
     async def config_loaded() -> str | None:
         return None  # a process that got this far has a valid configuration
 
     async def certificate_valid() -> str | None:
+        certificate = sidecar.certificate  # replaced by a SIGHUP reload
         if certificate.valid_at(datetime.now(UTC)):
             return None
         return f"certificate expired at {certificate.not_after.isoformat()}"

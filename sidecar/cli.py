@@ -46,7 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common = _common_options(suppress=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("serve", parents=[common], help="run the proxy")
+    serve = commands.add_parser("serve", parents=[common], help="run the proxy")
+    serve.add_argument(
+        "--allow-python-parser",
+        action="store_true",
+        help="serve even without aiohttp's C HTTP parser (not recommended: the C one is the "
+        "one hardened against request smuggling)",
+    )
     commands.add_parser("check-config", parents=[common], help="validate the configuration")
     commands.add_parser("demo", parents=[common], help="run a self-contained demo")
     cli_keys.add_parsers(commands, common)
@@ -107,13 +113,15 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from sidecar.server import serve
+    from sidecar.server import check_c_parser, serve
 
     settings = _load(args)
     certificate = check_certificate(settings.tls)
     create_server_context(settings.tls)  # every TLS problem surfaces before a port is bound
     configure_logging(settings.log.level, settings.log.format)
-    _run(serve(settings, certificate))
+    if not args.allow_python_parser:
+        check_c_parser()
+    _run(serve(settings, certificate, config_path(args.config)))
     return EXIT_OK
 
 

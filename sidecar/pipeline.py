@@ -103,6 +103,10 @@ class Pipeline:
         self._key_header = settings.keys.header
         self._log = structlog.get_logger("sidecar.request")
 
+    def replace_routes(self, routes: RouteTable) -> None:
+        """SIGHUP: requests already routed keep their route; new ones use the new table."""
+        self._routes = routes
+
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         peer = request.remote or ""

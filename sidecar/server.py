@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 from aiohttp import web, web_protocol
 
 from sidecar.app import Sidecar, open_sidecar
-from sidecar.config import Settings
-from sidecar.errors import SidecarError
+from sidecar.config import Settings, load_settings
+from sidecar.errors import ConfigError, SidecarError
 from sidecar.protocol import HardenedServer
-from sidecar.tls import Certificate, create_server_context
+from sidecar.routes import RouteTable
+from sidecar.tls import Certificate, check_certificate, create_server_context
 
 log = structlog.get_logger("sidecar.server")
 
@@ -34,6 +37,10 @@ def check_c_parser() -> None:
         )
 
 
+# What SIGHUP can change without dropping a connection; anything else needs a restart.
+RELOADABLE = frozenset({"tls", "routes", "default_route"})
+
+
 @dataclass(slots=True)
 class Running:
     """A serving process: its parts and the ports it actually bound."""
@@ -43,6 +50,40 @@ class Running:
     health_port: int
     _proxy: web.BaseRunner
     _health: web.BaseRunner
+    _ssl_context: ssl.SSLContext
+
+    def reload(self, path: Path) -> bool:
+        """SIGHUP: take the certificate and routes from the file anew. Live connections keep
+        going; new handshakes get the new certificate. A bad file changes nothing."""
+        old = self.sidecar.settings
+        try:
+            new = load_settings(path)
+            certificate = check_certificate(new.tls)
+            create_server_context(new.tls)  # the whole TLS setup is proven before it is used
+            routes = RouteTable(new.routes, new.default_route)
+        except ConfigError as exc:
+            log.error("reload refused; the running configuration stays", problems=exc.problems)
+            return False
+        self._ssl_context.load_cert_chain(str(new.tls.cert_file), str(new.tls.key_file))
+        self.sidecar.pipeline.replace_routes(routes)
+        self.sidecar.certificate = certificate
+        self.sidecar.settings = old.model_copy(
+            update={name: getattr(new, name) for name in RELOADABLE}
+        )
+        ignored = sorted(
+            name
+            for name in type(new).model_fields
+            if name not in RELOADABLE and getattr(new, name) != getattr(old, name)
+        )
+        if new.tls.min_version != old.tls.min_version:
+            ignored.append("tls.min_version")
+        log.info(
+            "reloaded",
+            routes=len(new.routes),
+            certificate_expires=certificate.not_after.isoformat(),
+            needs_restart=ignored or None,
+        )
+        return True
 
     async def shutdown(self) -> None:
         """SPEC §11: not ready at once, serve for drain_s, stop accepting, finish within grace_s."""
@@ -83,7 +124,7 @@ async def running(settings: Settings, certificate: Certificate) -> AsyncIterator
             proxy_port = await _bind(
                 proxy, settings.listen.address, settings.listen.port, ssl_context=ssl_context
             )
-            yield Running(sidecar, proxy_port, health_port, proxy, health)
+            yield Running(sidecar, proxy_port, health_port, proxy, health, ssl_context)
         finally:
             await proxy.cleanup()
             await health.cleanup()
@@ -98,14 +139,14 @@ async def _bind(runner: web.BaseRunner, host: str, port: int, **kwargs: object) 
     return int(runner.addresses[-1][1])
 
 
-async def serve(settings: Settings, certificate: Certificate) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
-    check_c_parser()
+async def serve(settings: Settings, certificate: Certificate, config_file: Path) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully; SIGHUP reloads."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with running(settings, certificate) as server:
+        loop.add_signal_handler(signal.SIGHUP, server.reload, config_file)
         log.info(
             "listening",
             proxy=f"https://{settings.listen.address}:{server.proxy_port}",
