@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator, Coroutine
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +38,8 @@ from sidecar.routes import RouteTable
 from sidecar.tls import Certificate
 
 log = structlog.get_logger("sidecar.app")
+
+ROTATION_SCAN_EVERY_S = 300.0
 
 
 @dataclass(slots=True)
@@ -92,14 +96,28 @@ async def open_sidecar(settings: Settings, certificate: Certificate) -> AsyncIte
             # On the way out: everything queued goes to Redis, or to the spool for next time.
             stack.push_async_callback(writer.flush, settings.shutdown.grace_s)
             tasks.start(writer.run())
+        subscribed = asyncio.Event()
         tasks.start(
             listen_for_invalidations(
                 settings.redis.url,
                 drop=authenticator.cache.drop,
                 clear=authenticator.cache.clear,
                 on_error=metrics.redis_errors.inc,
+                subscribed=subscribed,
             )
         )
+        # Subscribe before serving: the first subscription clears the cache, and a key
+        # verified before it would be verified twice. Bounded, so a Redis that is down at
+        # start-up delays nothing (readiness says so meanwhile).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(subscribed.wait(), 4 * settings.redis.timeout_s)
+        rotation_due = RotationDueGauge(
+            KeyStore(redis), settings.keys.max_age_days, metrics.keys_rotation_due.set
+        )
+        # Counted once before serving, so the first scrape is right; then every few minutes.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(rotation_due.update(), 4 * settings.redis.timeout_s)
+        tasks.start(rotation_due.keep_updated())
         tasks.start(
             keep_trimmed(
                 redis,
@@ -152,6 +170,28 @@ def _create_authenticator(
         metrics=metrics,
         argon2_workers=max(2, os.cpu_count() or 2),
     )
+
+
+@dataclass(slots=True)
+class RotationDueGauge:
+    """Keeps `sidecar_keys_rotation_due`: active keys older than `keys.max_age_days`."""
+
+    store: KeyStore
+    max_age_days: int
+    report: Callable[[int], None]
+
+    async def update(self) -> None:
+        try:
+            records = await self.store.records()
+        except (RedisError, OSError):
+            return  # readiness reports Redis; the gauge keeps its last value
+        now = time.time()
+        self.report(sum(record.rotation_due(now, self.max_age_days) for record in records))
+
+    async def keep_updated(self) -> None:
+        while True:
+            await asyncio.sleep(ROTATION_SCAN_EVERY_S)
+            await self.update()
 
 
 def _durable_writer(

@@ -117,6 +117,11 @@ class ForbiddenData(Rejected):
     default_event = "forbidden_data"
 
 
+class InternalError(Rejected):
+    status = 500
+    title = "Internal server error"
+
+
 class UpstreamUnavailable(Rejected):
     status = 502
     title = "Bad gateway"

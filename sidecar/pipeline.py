@@ -26,6 +26,7 @@ from sidecar.errors import (
     BodyTooLarge,
     Draining,
     HeaderTooLarge,
+    InternalError,
     KeyInUrl,
     MissingScope,
     NoRoute,
@@ -133,13 +134,8 @@ class Pipeline:
             raise
         except Exception:
             self._log.exception("unhandled error", request_id=exchange.request_id)
-            response = self._decorate(
-                problem_response(
-                    Rejected("the sidecar failed to handle this request"), exchange.request_id
-                ),
-                exchange,
-            )
-            response.set_status(500, "Internal Server Error")
+            failure = InternalError("the sidecar failed to handle this request")
+            response = self._decorate(problem_response(failure, exchange.request_id), exchange)
         exchange.status = response.status
         self._record(request, exchange, response, started)
         self._finish(request, exchange, started)

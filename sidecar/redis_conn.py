@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from yarl import URL
 
 from sidecar.config import Redis as RedisSettings
@@ -15,6 +18,10 @@ def create_redis(settings: RedisSettings) -> Redis:
         socket_timeout=settings.timeout_s,
         socket_connect_timeout=settings.timeout_s,
         health_check_interval=30,
+        # One immediate retry on a broken connection (a pooled socket from before a Redis
+        # restart), never on a timeout: a slow Redis must not double every call's latency.
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[RedisConnectionError],
         retry_on_timeout=False,
     )
 

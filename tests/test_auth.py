@@ -494,12 +494,6 @@ async def test_unknown_key_and_wrong_secret_take_alike_long(
     assert unknown[2] > 0.5 * wrong[2], (unknown, wrong)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline.py: the catch-all for unhandled errors builds the problem from a plain "
-    "Rejected (status 400) and only then calls set_status(500), so a 500 carries a body "
-    'saying "status": 400, "title": "Bad request", "type": "urn:sidecar:problem:400"',
-)
 async def test_an_internal_error_answers_a_consistent_500(
     proxy: Proxy, redis_client: aioredis.Redis, upstream: UpstreamServer
 ) -> None:

@@ -477,11 +477,6 @@ async def test_flag_writes_never_bring_a_deleted_key_back(
 # --- metrics ------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app.py: sidecar_keys_rotation_due (SPEC §4, §11) is defined in metrics.py but "
-    "nothing ever sets it; no start-up or periodic task counts keys past keys.max_age_days",
-)
 async def test_keys_due_for_rotation_show_in_metrics(
     start_proxy: ProxyFactory, redis_client: aioredis.Redis
 ) -> None:
