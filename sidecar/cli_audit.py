@@ -62,7 +62,12 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         else:
             if args.count < 1:
                 raise UsageError("-n: must be at least 1")
-            documents = _tail(redis, stream, field, args.count, follow=args.follow)
+            # XREAD BLOCK must come back before the client's own timeout (redis.timeout_s)
+            # would end the wait as an error; an empty answer just means "nothing new yet".
+            block_ms = max(1, int(settings.redis.timeout_s * 1000) // 2)
+            documents = _tail(
+                redis, stream, field, args.count, follow=args.follow, block_ms=block_ms
+            )
         count = 0
         async for document in documents:
             if cipher is not None:
@@ -81,14 +86,14 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _tail(
-    redis: aioredis.Redis, stream: str, field: str, count: int, *, follow: bool
+    redis: aioredis.Redis, stream: str, field: str, count: int, *, follow: bool, block_ms: int
 ) -> AsyncIterator[dict[str, Any]]:
     entries: Any = await redis.xrevrange(stream, count=count)
     last_id = entries[0][0] if entries else b"$"
     for _entry_id, fields in reversed(entries):
         yield _decode(fields, field)
     while follow:
-        response: Any = await redis.xread({stream: last_id}, block=5000, count=_PAGE)
+        response: Any = await redis.xread({stream: last_id}, block=block_ms, count=_PAGE)
         for _stream, stream_entries in response:
             for entry_id, fields in stream_entries:
                 last_id = entry_id
