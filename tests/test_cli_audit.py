@@ -1,0 +1,297 @@
+"""SPEC §10: `sidecar audit tail|query` and `sidecar events tail` through the real command line,
+reading records the sidecar's own record and event builders made, from the tests' real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from sidecar.audit.record import build_record, capture, dumps_record
+from sidecar.embedded_redis import EmbeddedRedis, free_port
+from sidecar.events import build_event
+from tests.helpers import sidecar_env, write_config
+from tests.keysupport import Completed, sidecar_cli
+
+AUDIT_STREAM = "sidecar:audit"
+EVENTS_STREAM = "sidecar:auth-events"
+EXIT_FAILURE, EXIT_USAGE = 1, 2
+MINUTE_MS = 60_000
+QUIET_S = 2.0
+
+
+@dataclass(frozen=True)
+class Seeded:
+    request_id: str
+    status: int
+    path: str
+    key_name: str | None
+
+
+def a_record(entry: Seeded) -> dict[str, object]:
+    return build_record(
+        ts="2026-11-29T10:00:00.123456Z",
+        request_id=entry.request_id,
+        method="POST",
+        path=entry.path,
+        query="a=1",
+        client_ip="203.0.113.9",
+        key_name=entry.key_name,
+        key_id=None if entry.key_name is None else f"id-{entry.key_name}",
+        scopes=[] if entry.key_name is None else ["orders:write"],
+        request_headers={"content-type": "application/json"},
+        raw_body=capture(b'{"qty":1}', 65536),
+        mapped_body=None,
+        response_status=entry.status,
+        response_headers={},
+        response_body=capture(b"{}", 65536),
+        duration_ms=3.25,
+        upstream_ms=2.5,
+        card_numbers="redact",
+        credentials="redact",
+    )
+
+
+async def seed(redis: aioredis.Redis, entries: list[tuple[int, Seeded]]) -> list[dict[str, Any]]:
+    """Add records whose stream ids lie `age_ms` in the past, oldest first; their documents."""
+    now_ms = int(time.time() * 1000)
+    documents: list[dict[str, Any]] = []
+    for age_ms, entry in sorted(entries, key=lambda item: -item[0]):
+        document = a_record(entry)
+        stream_id = f"{now_ms - age_ms}-{len(documents)}"
+        await redis.xadd(AUDIT_STREAM, {"record": dumps_record(document)}, id=stream_id)
+        documents.append(json.loads(dumps_record(document)))
+    return documents
+
+
+def seeded(status: int = 200, path: str = "/v1/orders/1", key_name: str | None = "alpha") -> Seeded:
+    return Seeded(f"cli-{uuid.uuid4().hex}", status, path, key_name)
+
+
+def json_lines(result: Completed) -> list[dict[str, Any]]:
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+@pytest.fixture
+def config(tmp_path: Path, redis_server: EmbeddedRedis) -> str:
+    """A configuration for the reading commands: only where Redis is."""
+    return str(write_config(tmp_path / "sidecar.yaml", {"redis": {"url": redis_server.url}}))
+
+
+@pytest.fixture
+def unreachable_config(tmp_path: Path) -> str:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    return str(write_config(tmp_path / "down.yaml", {"redis": {"url": url}}))
+
+
+# -- audit tail -----------------------------------------------------------------------------------
+
+
+async def test_audit_tail_shows_the_last_records_oldest_first(
+    config: str, redis_client: aioredis.Redis
+) -> None:
+    entries = [seeded(status=200 + n, path=f"/v1/orders/{n}") for n in range(7)]
+    documents = await seed(redis_client, [(1000 * (7 - n), e) for n, e in enumerate(entries)])
+
+    table, as_json = await asyncio.gather(
+        sidecar_cli("audit", "tail", "-n", "5", "--config", config),
+        sidecar_cli("audit", "tail", "-n", "5", "--json", "--config", config),
+    )
+    assert as_json.stderr == ""
+    assert json_lines(as_json) == documents[2:]  # one record per line, exactly as stored
+
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert len(lines) == 5
+    for line, entry in zip(lines, entries[2:], strict=True):
+        assert f"id={entry.request_id}" in line
+        assert str(entry.status) in line.split()
+        assert "POST" in line.split()
+        assert f"{entry.path}?a=1" in line.split()
+        assert "key=alpha" in line.split()
+    for entry in entries[:2]:
+        assert entry.request_id not in table.stdout
+
+
+async def test_audit_tail_on_an_empty_stream(config: str, redis_client: aioredis.Redis) -> None:
+    table, as_json = await asyncio.gather(
+        sidecar_cli("audit", "tail", "--config", config),
+        sidecar_cli("audit", "tail", "--json", "--config", config),
+    )
+    assert table.returncode == 0, table.stderr
+    assert "no entries" in table.stdout
+    assert json_lines(as_json) == []  # --json prints nothing that is not a record
+
+
+async def test_audit_tail_follow_waits_for_new_records(
+    config: str, redis_client: aioredis.Redis
+) -> None:
+    """`--follow` keeps reading: longer than `redis.timeout_s` with nothing new is no error."""
+    (old,) = await seed(redis_client, [(1000, seeded())])
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sidecar", "audit", "tail", "--follow", "--json",
+        "--config", config,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=sidecar_env(),
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert process.stderr is not None
+    try:
+        first = await asyncio.wait_for(process.stdout.readline(), 20)
+        assert json.loads(first) == old
+        # Nothing new for four times the default redis.timeout_s (0.5 s): it must keep waiting.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(process.wait()), QUIET_S)
+        assert process.returncode is None
+        fresh = seeded(status=201)
+        document = a_record(fresh)
+        await redis_client.xadd(AUDIT_STREAM, {"record": dumps_record(document)})
+        second = await asyncio.wait_for(process.stdout.readline(), 10)
+        assert second, (await process.stderr.read()).decode()
+        assert json.loads(second)["request_id"] == fresh.request_id
+        process.send_signal(signal.SIGINT)  # Ctrl-C ends --follow, successfully
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+# -- audit query ----------------------------------------------------------------------------------
+
+
+async def test_audit_query_filters_by_time_status_key_and_path(
+    config: str, redis_client: aioredis.Redis
+) -> None:
+    too_old = seeded()  # matches everything but --since
+    wanted = [seeded(path="/v1/orders/1"), seeded(201, "/v1/customers"), seeded(204, "/v1/a/b/c")]
+    others = [
+        seeded(404, "/v1/orders/2"),  # status
+        seeded(500, "/v1/orders/3"),  # status
+        seeded(200, "/v1/orders/4", key_name="beta"),  # key
+        seeded(200, "/v1/orders/5", key_name=None),  # public: no key name
+        seeded(200, "/public/x"),  # path
+        seeded(200, "/v2/orders/1"),  # path
+    ]
+    recent = [wanted[0], *others[:3], wanted[1], *others[3:], wanted[2]]
+    await seed(
+        redis_client,
+        [(120 * MINUTE_MS, too_old), *[(1000 * (20 - n), e) for n, e in enumerate(recent)]],
+    )
+
+    def query(*filters: str) -> Any:
+        return sidecar_cli("audit", "query", "--json", "--config", config, *filters)
+
+    everything, filtered, exact, server_errors, table = await asyncio.gather(
+        query("--since", "3h"),
+        query("--since", "1h", "--status", "2xx", "--key-name", "alpha", "--path", "/v1/**"),
+        query("--status", "404"),
+        query("--status", "5XX", "--since", "30m"),
+        sidecar_cli("audit", "query", "--key-name", "beta", "--config", config),
+    )
+    ids = [record["request_id"] for record in json_lines(everything)]
+    assert ids == [too_old.request_id] + [entry.request_id for entry in recent]
+    assert [r["request_id"] for r in json_lines(filtered)] == [e.request_id for e in wanted]
+    assert [r["request_id"] for r in json_lines(exact)] == [others[0].request_id]
+    assert [r["request_id"] for r in json_lines(server_errors)] == [others[1].request_id]
+    assert table.returncode == 0, table.stderr
+    assert [line.split("id=")[1] for line in table.stdout.splitlines()] == [others[2].request_id]
+
+
+async def test_audit_query_pages_through_a_long_stream(
+    config: str, redis_client: aioredis.Redis
+) -> None:
+    entries = [seeded(path=f"/v1/orders/{n}") for n in range(1200)]  # more than one page of 500
+    pipe = redis_client.pipeline(transaction=False)
+    now_ms = int(time.time() * 1000)
+    for n, entry in enumerate(entries):
+        pipe.xadd(AUDIT_STREAM, {"record": dumps_record(a_record(entry))}, id=f"{now_ms}-{n + 1}")
+    await pipe.execute()
+    result = await sidecar_cli("audit", "query", "--json", "--config", config)
+    assert [r["request_id"] for r in json_lines(result)] == [e.request_id for e in entries]
+
+
+# -- events tail ----------------------------------------------------------------------------------
+
+
+async def test_events_tail_shows_authentication_events(
+    config: str, redis_client: aioredis.Redis
+) -> None:
+    names = ["missing_key", "invalid_secret", "revoked_key", "missing_scope"]
+    documents: list[dict[str, Any]] = []
+    for n, name in enumerate(names):
+        event = build_event(
+            name,
+            request_id=f"ev-{n}",
+            method="GET",
+            path=f"/v1/orders/{n}",
+            client_ip="198.51.100.7",
+            detail=f"detail {n}",
+            key_id=None if name == "missing_key" else f"kid{n}",
+            key_name=None if name == "missing_key" else "alpha",
+        )
+        await redis_client.xadd(EVENTS_STREAM, {"event": json.dumps(event)})
+        documents.append(event)
+
+    table, as_json = await asyncio.gather(
+        sidecar_cli("events", "tail", "-n", "3", "--config", config),
+        sidecar_cli("events", "tail", "--json", "--config", config),
+    )
+    assert json_lines(as_json) == documents
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert len(lines) == 3
+    for line, name, n in zip(lines, names[1:], range(1, 4), strict=True):
+        assert name in line.split()
+        assert f"/v1/orders/{n}" in line
+        assert "client=198.51.100.7" in line
+        assert "key=alpha" in line
+        assert f"detail {n}" in line
+    assert "missing_key" not in table.stdout
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        (["audit", "query", "--status", "2x"], "--status"),
+        (["audit", "query", "--status", "600"], "--status"),
+        (["audit", "query", "--status", "ok"], "--status"),
+        (["audit", "query", "--since", "yesterday"], "--since"),
+        (["audit", "tail", "-n", "0"], "-n"),
+        (["events", "tail", "-n", "-3"], "-n"),
+    ],
+)
+async def test_bad_values_are_usage_errors(config: str, arguments: list[str], named: str) -> None:
+    result = await sidecar_cli(*arguments, "--config", config)
+    assert result.returncode == EXIT_USAGE, (result.stdout, result.stderr)
+    assert named in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["audit", "tail"], ["audit", "query", "--status", "2xx"], ["events", "tail", "--json"]],
+)
+async def test_redis_unreachable_is_a_runtime_failure(
+    unreachable_config: str, arguments: list[str]
+) -> None:
+    result = await sidecar_cli(*arguments, "--config", unreachable_config)
+    assert result.returncode == EXIT_FAILURE, (result.stdout, result.stderr)
+    assert "cannot reach Redis" in result.stderr
+    assert "Traceback" not in result.stderr
