@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint unit bench clean
+.PHONY: install run test lint bench tls-check clean
 
 install: $(STAMP)
 
@@ -32,5 +32,15 @@ test: install lint
 bench: install
 	$(BIN)/python -m bench
 
+# sslyze pins an older cryptography than the sidecar's, so it gets a virtualenv of its own.
+tls-check: install .venv-sslyze/.installed
+	$(BIN)/python tools/tls_check.py
+
+.venv-sslyze/.installed:
+	$(PYTHON) -m venv .venv-sslyze
+	.venv-sslyze/bin/pip install --quiet --upgrade pip
+	.venv-sslyze/bin/pip install --quiet 'sslyze>=6'
+	touch $@
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-sslyze .pytest_cache .mypy_cache .ruff_cache
