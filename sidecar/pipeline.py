@@ -8,6 +8,7 @@ headers in `sidecar.protocol`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from email.utils import format_datetime
@@ -47,6 +48,7 @@ from sidecar.proxy import UpstreamAborted, UpstreamClient
 from sidecar.routes import UNMATCHED, RouteTable, missing_scopes, non_canonical
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+CLIENT_GONE = 499
 
 
 @dataclass(slots=True)
@@ -126,6 +128,13 @@ class Pipeline:
             exchange.extra["reason"] = exc.event or exc.detail
             if exc.event is not None:
                 self._emit(request, exchange, exc)
+        except asyncio.CancelledError:
+            # The client went away (aiohttp cancels the handler). What already reached the
+            # upstream is still recorded: 499, nginx's "client closed request".
+            exchange.status = CLIENT_GONE
+            self._record(request, exchange, None, started)
+            self._finish(request, exchange, started)
+            raise
         except UpstreamAborted as exc:
             exchange.status = 502
             exchange.extra["aborted"] = str(exc)

@@ -347,12 +347,6 @@ async def test_a_public_route_is_audited_without_a_key(
     assert isinstance(record["upstream_ms"], float)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline.py: server.py runs the handler with handler_cancellation=True, and "
-    "Pipeline.handle catches Exception only, so the CancelledError of a client disconnect "
-    "skips _record (and _finish): a request the upstream already received gets no audit record",
-)
 async def test_a_forwarded_request_whose_client_went_away_is_still_audited(
     proxy: Proxy,
     redis_client: aioredis.Redis,
