@@ -55,19 +55,32 @@ def luhn_number(prefix: str) -> str:
 
 
 NINETEEN = luhn_number("6" * 18)  # the longest a card can be
+SEVENTEEN = luhn_number("6011000990139424")
 
 
 def luhn_windows(text: str) -> list[str]:
-    """Every 13-19 digit Luhn-valid number in `text`, grouped by single spaces/dashes or not."""
+    """Every 13-19 digit Luhn-valid number in `text`: one run of digits, or whole groups joined by
+    single spaces/dashes where each group but the last has at least three digits."""
     found = []
     for run in re.finditer(r"[0-9]+(?:[ -][0-9]+)*", text):
         groups = re.findall(r"[0-9]+", run.group())
         for first in range(len(groups)):
             for last in range(first, len(groups)):
+                if any(len(group) < 3 for group in groups[first:last]):
+                    break
                 digits = "".join(groups[first : last + 1])
                 if 13 <= len(digits) <= 19 and luhn_number(digits[:-1]) == digits:
                     found.append(digits)
     return found
+
+
+def luhn_runs(text: str) -> list[str]:
+    """Every maximal run of 13-19 digits (no separators) that is Luhn-valid."""
+    return [
+        run
+        for run in re.findall(r"[0-9]+", text)
+        if 13 <= len(run) <= 19 and luhn_number(run[:-1]) == run
+    ]
 
 
 def guard(
@@ -105,6 +118,13 @@ def test_the_test_oracle_agrees_with_known_numbers() -> None:
         (VISA_13, "*********2222"),
         (NINETEEN, "*" * 15 + NINETEEN[-4:]),
         ("4111 1111-1111 1111", "**** ****-**** 1111"),  # mixed separators still group
+        ("4222 2222 2222 2", "**** **** *222 2"),  # a short last group
+        (
+            " ".join(
+                [SEVENTEEN[:4], SEVENTEEN[4:8], SEVENTEEN[8:12], SEVENTEEN[12:16], SEVENTEEN[16]]
+            ),
+            "**** **** **** *" + SEVENTEEN[13:16] + " " + SEVENTEEN[16],
+        ),
         (f"card: {VISA}.", "card: ************1111."),
         (f"pan={VISA}&x", "pan=************1111&x"),
         (f"a{VISA}b", "a************1111b"),  # letters end a digit run
@@ -138,6 +158,9 @@ def test_card_numbers_are_masked_keeping_separators_and_last_four(text: str, mas
         "4111  1111  1111  1111",  # double spaces are not a grouping
         "4111 - 1111 - 1111 - 1111",
         "4111.1111.1111.1111",
+        " ".join(luhn_number("1234567890123")),  # single digits are a list of numbers
+        "1 800 555 0199 1 800 555 0100",
+        "41 11 11 11 11 11 11 11",  # groups of two
         "",
     ],
 )
@@ -757,6 +780,7 @@ def test_guard_never_raises_in_redact_mode(
 def test_masked_text_holds_no_card_number(body: bytes) -> None:
     result = guard(body, TEXT)
     assert luhn_windows(result.body.decode("latin-1")) == []
+    assert luhn_runs(result.body.decode("latin-1")) == []
     # Only digits were replaced, one for one.
     assert len(result.body) == len(body)
     for before, after in zip(body, result.body, strict=True):
@@ -769,6 +793,7 @@ def test_masked_text_holds_no_card_number(body: bytes) -> None:
 def test_mask_cards_output_has_no_card_and_is_stable(text: str) -> None:
     masked, found = mask_cards(text)
     assert luhn_windows(masked) == []
+    assert luhn_runs(masked) == []
     assert found == (masked != text)
     assert found == bool(luhn_windows(text))
     assert mask_cards(masked) == (masked, False)

@@ -1,18 +1,23 @@
 """Pure: payment card numbers in text (SPEC §7): find them, mask them.
 
 A card number is 13-19 ASCII digits that pass the Luhn check, written either as one run of digits
-or grouped with single spaces or dashes ("4111 1111 1111 1111", "4111-1111-1111-1111"). Digits that
+or grouped with single spaces or dashes ("4111 1111 1111 1111", "3782 822463 10005"). Digits that
 belong to a longer run are not a card: a 20-digit order number is left alone, and so is any part of
-it. Masking keeps the separators and the last four digits, which is what receipts print.
+it. In a grouped number every group but the last has at least three digits, as every card
+network prints them: lists of small numbers ("1 2 3 4 ...", "1 800 555 0199 1") are not cards,
+and a body full of them cannot make the search slow. Masking keeps the separators and the last
+four digits, which is what receipts print.
 """
 
 from __future__ import annotations
 
 import re
+from itertools import accumulate
 
 CARD_MIN_DIGITS = 13
 CARD_MAX_DIGITS = 19
 KEPT_DIGITS = 4
+MIN_INNER_GROUP = 3
 MASK = "*"
 
 # Digits and single separators: the groups a card may be written in. The run is maximal, so a
@@ -46,35 +51,61 @@ def card_spans(text: str) -> list[tuple[int, int]]:
     if _LONG_ENOUGH.search(text) is None:
         return spans
     for run in _GROUPED_RUN.finditer(text):
-        if run.end() - run.start() < CARD_MIN_DIGITS:
-            continue
-        groups = [(m.start(), m.end()) for m in _GROUP.finditer(text, run.start(), run.end())]
-        first = 0
-        while first < len(groups):
-            last = _longest_card(text, groups, first)
-            if last is None:
-                first += 1
-                continue
+        if run.end() - run.start() >= CARD_MIN_DIGITS:
+            spans.extend(_cards_in_run(text, run.start(), run.end()))
+    return spans
+
+
+def _cards_in_run(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    groups = [(match.start(), match.end()) for match in _GROUP.finditer(text, start, end)]
+    digits = "".join(text[group_start:group_end] for group_start, group_end in groups)
+    sums = _LuhnSums(digits)
+    offsets = list(
+        accumulate((group_end - group_start for group_start, group_end in groups), initial=0)
+    )
+    spans: list[tuple[int, int]] = []
+    first = 0
+    while first < len(groups):
+        last = None
+        for index in range(first, len(groups)):
+            count = offsets[index + 1] - offsets[first]
+            if count > CARD_MAX_DIGITS:
+                break
+            if count >= CARD_MIN_DIGITS and sums.valid(offsets[first], offsets[index + 1]):
+                last = index  # keep going: the longest card wins
+            if offsets[index + 1] - offsets[index] < MIN_INNER_GROUP:
+                break  # a short group can only end a number
+        if last is None:
+            first += 1
+        else:
             spans.append((groups[first][0], groups[last][1]))
             first = last + 1
     return spans
 
 
-def _longest_card(text: str, groups: list[tuple[int, int]], first: int) -> int | None:
-    """The last group of the longest card that starts at group `first`, if any."""
-    digits = ""
-    candidates: list[tuple[int, str]] = []
-    for index in range(first, len(groups)):
-        start, end = groups[index]
-        digits += text[start:end]
-        if len(digits) > CARD_MAX_DIGITS:
-            break
-        if len(digits) >= CARD_MIN_DIGITS:
-            candidates.append((index, digits))
-    for index, candidate in reversed(candidates):
-        if luhn_valid(candidate):
-            return index
-    return None
+_PLAIN = bytes.maketrans(b"0123456789", bytes(range(10)))
+_DOUBLED = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
+
+
+class _LuhnSums:
+    """Prefix sums over a digit string: the Luhn check of any slice in constant time."""
+
+    __slots__ = ("_even_plain", "_odd_plain")
+
+    def __init__(self, digits: str) -> None:
+        raw = digits.encode("ascii")
+        plain, doubled = raw.translate(_PLAIN), raw.translate(_DOUBLED)
+        even_plain = bytearray(doubled)  # even positions as is, odd ones doubled
+        even_plain[0::2] = plain[0::2]
+        odd_plain = bytearray(plain)
+        odd_plain[0::2] = doubled[0::2]
+        self._even_plain = list(accumulate(even_plain, initial=0))
+        self._odd_plain = list(accumulate(odd_plain, initial=0))
+
+    def valid(self, start: int, end: int) -> bool:
+        # Luhn leaves the last digit as is and doubles every second one to its left.
+        sums = self._even_plain if (end - 1) % 2 == 0 else self._odd_plain
+        return (sums[end] - sums[start]) % 10 == 0
 
 
 def mask_cards(text: str) -> tuple[str, bool]:
