@@ -173,6 +173,8 @@ def _value_end(text: str, start: int) -> int:
 
 
 def _member_name(literal: str) -> str:
+    if "\\" not in literal:
+        return literal.strip('"')  # nothing escaped: skip the parser
     try:
         name = json.loads(literal)
     except ValueError:
