@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -66,14 +67,16 @@ def security_headers(settings: Settings) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def open_sidecar(settings: Settings, certificate: Certificate) -> AsyncIterator[Sidecar]:
+async def open_sidecar(
+    settings: Settings, certificate: Certificate, *, metrics_dir: Path | None = None
+) -> AsyncIterator[Sidecar]:
     """Open the shared clients, start the background tasks, build the pipeline and the health
     app; on exit flush what is queued and close everything in reverse order.
 
     The proxy port runs on aiohttp's low-level server (no router, no per-request app
     machinery), so its resources live here rather than in an `Application.cleanup_ctx`.
     """
-    metrics = Metrics()
+    metrics = Metrics(metrics_dir)
     lifecycle = Lifecycle()
     headers = security_headers(settings)
     async with AsyncExitStack() as stack:

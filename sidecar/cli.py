@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", parents=[common], help="run the proxy")
     serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N processes sharing the ports (SO_REUSEPORT); default 1",
+    )
+    serve.add_argument(
         "--allow-python-parser",
         action="store_true",
         help="serve even without aiohttp's C HTTP parser (not recommended: the C one is the "
@@ -114,6 +121,11 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from sidecar.server import check_c_parser, serve
+    from sidecar.workers import Supervisor
+
+    if args.workers < 1:
+        print("sidecar: --workers: must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
 
     settings = _load(args)
     certificate = check_certificate(settings.tls)
@@ -121,7 +133,10 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log.level, settings.log.format)
     if not args.allow_python_parser:
         check_c_parser()
-    _run(serve(settings, certificate, config_path(args.config)))
+    if args.workers > 1:
+        supervisor = Supervisor(config_path(args.config), args.workers, args.allow_python_parser)
+        return supervisor.run()
+    run_with_best_loop(serve(settings, certificate, config_path(args.config)))
     return EXIT_OK
 
 
@@ -130,7 +145,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     settings = _load(args, serving=False)
     configure_logging("info", "console")
-    _run(run_demo(settings))
+    run_with_best_loop(run_demo(settings))
     return EXIT_OK
 
 
@@ -147,7 +162,7 @@ def _streams(args: argparse.Namespace) -> int:
         return EXIT_OK  # Ctrl-C ends --follow
 
 
-def _run(main: Coroutine[Any, Any, None]) -> None:
+def run_with_best_loop(main: Coroutine[Any, Any, None]) -> None:
     """Run on uvloop where it is installed: a faster event loop for the same code."""
     try:
         import uvloop

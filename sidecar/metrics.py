@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 # Proxy latencies live in the low milliseconds; the default buckets start at 5 ms.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -11,8 +14,14 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 class Metrics:
     """Every metric the sidecar exports. One instance per process, hung off the app."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry(auto_describe=True)
+    def __init__(self, aggregate_dir: Path | None = None) -> None:
+        """`aggregate_dir`: with `serve --workers N`, the shared directory where every worker's
+        values live (prometheus-client's multiprocess mode); `/metrics` then sums them all."""
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._exposition = self.registry
+        if aggregate_dir is not None:
+            self._exposition = CollectorRegistry()
+            MultiProcessCollector(self._exposition, path=str(aggregate_dir))  # type: ignore[no-untyped-call]
         r = self.registry
         self.requests = Counter(
             "sidecar_requests",
@@ -42,10 +51,16 @@ class Metrics:
             registry=r,
         )
         self.audit_queue_depth = Gauge(
-            "sidecar_audit_queue_depth", "Audit records waiting to be written.", registry=r
+            "sidecar_audit_queue_depth",
+            "Audit records waiting to be written.",
+            multiprocess_mode="livesum",
+            registry=r,
         )
         self.audit_spool_bytes = Gauge(
-            "sidecar_audit_spool_bytes", "Bytes in the audit spool on disk.", registry=r
+            "sidecar_audit_spool_bytes",
+            "Bytes in the audit spool on disk.",
+            multiprocess_mode="livesum",
+            registry=r,
         )
         self.audit_records = Counter(
             "sidecar_audit_records", "Audit records by outcome.", ["outcome"], registry=r
@@ -54,8 +69,11 @@ class Metrics:
             "sidecar_redis_errors", "Redis calls that failed or timed out.", registry=r
         )
         self.keys_rotation_due = Gauge(
-            "sidecar_keys_rotation_due", "Active keys older than keys.max_age_days.", registry=r
+            "sidecar_keys_rotation_due",
+            "Active keys older than keys.max_age_days.",
+            multiprocess_mode="livemax",  # every worker counts the same keys
+            registry=r,
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._exposition)

@@ -99,10 +99,19 @@ class Running:
 
 
 @asynccontextmanager
-async def running(settings: Settings, certificate: Certificate) -> AsyncIterator[Running]:
-    """Bind both listeners and serve until the context exits (or `Running.shutdown`)."""
+async def running(
+    settings: Settings,
+    certificate: Certificate,
+    *,
+    reuse_port: bool = False,
+    metrics_dir: Path | None = None,
+) -> AsyncIterator[Running]:
+    """Bind both listeners and serve until the context exits (or `Running.shutdown`).
+
+    `reuse_port`: several worker processes bind the same ports (SO_REUSEPORT) and the kernel
+    spreads connections over them."""
     ssl_context = create_server_context(settings.tls)
-    async with open_sidecar(settings, certificate) as sidecar:
+    async with open_sidecar(settings, certificate, metrics_dir=metrics_dir) as sidecar:
         health = web.AppRunner(sidecar.health_app, access_log=None, shutdown_timeout=1)
         proxy_server = HardenedServer(
             sidecar.pipeline.handle,
@@ -120,9 +129,15 @@ async def running(settings: Settings, certificate: Certificate) -> AsyncIterator
         await health.setup()
         await proxy.setup()
         try:
-            health_port = await _bind(health, settings.health.address, settings.health.port)
+            health_port = await _bind(
+                health, settings.health.address, settings.health.port, reuse_port=reuse_port
+            )
             proxy_port = await _bind(
-                proxy, settings.listen.address, settings.listen.port, ssl_context=ssl_context
+                proxy,
+                settings.listen.address,
+                settings.listen.port,
+                ssl_context=ssl_context,
+                reuse_port=reuse_port,
             )
             yield Running(sidecar, proxy_port, health_port, proxy, health, ssl_context)
         finally:
@@ -139,13 +154,22 @@ async def _bind(runner: web.BaseRunner, host: str, port: int, **kwargs: object) 
     return int(runner.addresses[-1][1])
 
 
-async def serve(settings: Settings, certificate: Certificate, config_file: Path) -> None:
+async def serve(
+    settings: Settings,
+    certificate: Certificate,
+    config_file: Path,
+    *,
+    reuse_port: bool = False,
+    metrics_dir: Path | None = None,
+) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully; SIGHUP reloads."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with running(settings, certificate) as server:
+    async with running(
+        settings, certificate, reuse_port=reuse_port, metrics_dir=metrics_dir
+    ) as server:
         loop.add_signal_handler(signal.SIGHUP, server.reload, config_file)
         log.info(
             "listening",
