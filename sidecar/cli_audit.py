@@ -9,7 +9,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from sidecar.audit.crypto import BodyCipher
@@ -18,7 +17,7 @@ from sidecar.config import Settings
 from sidecar.durations import parse_duration
 from sidecar.errors import SidecarError
 from sidecar.events import EVENT_FIELD
-from sidecar.redis_conn import create_redis, redacted_url
+from sidecar.redis_conn import RedisClient, create_redis, redacted_url
 from sidecar.routes import compile_glob
 
 _PAGE = 500
@@ -71,7 +70,11 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         count = 0
         async for document in documents:
             if cipher is not None:
-                document = cipher.decrypt_record(document)
+                try:
+                    document = cipher.decrypt_record(document)
+                except ValueError:
+                    # One tampered or foreign-key record must not hide the rest.
+                    document = {**document, "undecryptable": True}
             print(json.dumps(document, ensure_ascii=False) if args.json else render(document))
             count += 1
         if count == 0 and not args.json:
@@ -86,7 +89,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _tail(
-    redis: aioredis.Redis, stream: str, field: str, count: int, *, follow: bool, block_ms: int
+    redis: RedisClient, stream: str, field: str, count: int, *, follow: bool, block_ms: int
 ) -> AsyncIterator[dict[str, Any]]:
     entries: Any = await redis.xrevrange(stream, count=count)
     last_id = entries[0][0] if entries else b"$"
@@ -101,7 +104,7 @@ async def _tail(
 
 
 async def _query(
-    redis: aioredis.Redis, stream: str, field: str, args: argparse.Namespace
+    redis: RedisClient, stream: str, field: str, args: argparse.Namespace
 ) -> AsyncIterator[dict[str, Any]]:
     matches = _filter(args)
     try:
