@@ -93,6 +93,12 @@ class SidecarProcess:
     ports: SidecarPorts
 
 
+@dataclass(frozen=True, slots=True)
+class Listening:
+    child: Child
+    port: int
+
+
 class Bench:
     """The run's processes, files and results."""
 
@@ -119,7 +125,7 @@ class Bench:
         self._key_file = Path()
         self._sidecar: SidecarProcess | None = None
         self._sidecar_info: SidecarProcess | None = None
-        self._sidecar_flood: SidecarProcess | None = None
+        self._keyed = Path()  # the wrk script that sends the key
         self._first_use = 0.0
 
     # ---- start-up -------------------------------------------------------------------
@@ -131,6 +137,7 @@ class Bench:
         return child
 
     def start(self) -> None:
+        """Start every target (and Redis and the upstream behind them); issue the key."""
         redis_server = self._stack.enter_context(EmbeddedRedis())
         self._redis_url = redis_server.url
         self._cert, self._key = write_self_signed(self.dir)
@@ -143,68 +150,71 @@ class Bench:
         api_key = sidecar_target.issue_key(self._redis_url)
         self._key_file = write_private(self.dir / "api-key", api_key)
         plain = wrk.write_script(self.dir / "plain.lua", None)
-        keyed = wrk.write_script(self.dir / "keyed.lua", f"Bearer {api_key}")
+        self._keyed = wrk.write_script(self.dir / "keyed.lua", f"Bearer {api_key}")
 
         self.targets.append(Target(DIRECT, upstream_url + ROUTE_PATH, plain, upstream.pid))
+        naive = self._start_naive(upstream_url)
+        self.targets.append(Target(NAIVE, self._url(naive.port), plain, naive.child.pid))
 
-        naive_port = free_port()
-        naive = self._start(
-            "naive",
-            python_module(
-                "bench.naive_proxy",
-                "--port",
-                str(naive_port),
-                "--upstream",
-                upstream_url,
-                "--cert-file",
-                str(self._cert),
-                "--key-file",
-                str(self._key),
-            ),
-            naive_port,
-        )
-        naive_url = f"https://127.0.0.1:{naive_port}{ROUTE_PATH}"
-        self.targets.append(Target(NAIVE, naive_url, plain, naive.pid))
+        sidecar = self._sidecar = self._start_sidecar("sidecar", "warning", upstream_url)
+        self.targets.append(self._sidecar_target(SIDECAR, sidecar))
+        info = self._sidecar_info = self._start_sidecar("sidecar-info", "info", upstream_url)
+        self.targets.append(self._sidecar_target(SIDECAR_INFO, info))
 
-        sidecar = self._start_sidecar("sidecar", "warning", upstream_url)
-        self._sidecar = sidecar
-        sidecar_url = f"https://127.0.0.1:{sidecar.ports.proxy}{ROUTE_PATH}"
-        self.targets.append(Target(SIDECAR, sidecar_url, keyed, sidecar.child.pid, sidecar))
-        info = self._start_sidecar("sidecar-info", "info", upstream_url)
-        self._sidecar_info = info
-        info_url = f"https://127.0.0.1:{info.ports.proxy}{ROUTE_PATH}"
-        self.targets.append(Target(SIDECAR_INFO, info_url, keyed, info.child.pid, info))
-
-        nginx_binary = nginx.find_nginx()
-        if nginx_binary is None:
-            print(nginx.INSTALL_HINT, flush=True)
-            self.results.skipped[NGINX] = "nginx not installed: `apt-get install nginx`"
-        else:
-            nginx_port = free_port()
-            prefix = self.dir / "nginx"
-            prefix.mkdir()
-            config = nginx.write_config(
-                prefix,
-                port=nginx_port,
-                upstream_port=upstream_port,
-                cert_file=self._cert,
-                key_file=self._key,
-                api_key=api_key,
-            )
-            master = self._start("nginx", nginx.argv(nginx_binary, prefix, config), nginx_port)
-            nginx_url = f"https://127.0.0.1:{nginx_port}{ROUTE_PATH}"
-            self.targets.append(Target(NGINX, nginx_url, keyed, master.pid))
+        proxy = self._start_nginx(upstream_port, api_key)
+        if proxy is not None:
+            self.targets.append(Target(NGINX, self._url(proxy.port), self._keyed, proxy.child.pid))
 
         # The floods get a sidecar of their own (same config as `sidecar`): argon2 under a
         # flood leaves memory behind that would otherwise blur `sidecar`'s RSS and argon2 count.
         flooded = self._start_sidecar("sidecar-flood", "warning", upstream_url)
-        self._sidecar_flood = flooded
-        flooded_url = f"https://127.0.0.1:{flooded.ports.proxy}{ROUTE_PATH}"
         for name, shape in ((FLOOD_SINGLE, "single"), (FLOOD_MANY, "many")):
-            self.targets.append(
-                Target(name, flooded_url, keyed, flooded.child.pid, flooded, flood=shape)
-            )
+            self.targets.append(self._sidecar_target(name, flooded, flood=shape))
         del api_key  # from here on the key lives only in the 0600 files of the temp folder
+
+    @staticmethod
+    def _url(port: int) -> str:
+        return f"https://127.0.0.1:{port}{ROUTE_PATH}"
+
+    def _sidecar_target(
+        self, name: str, sidecar: SidecarProcess, flood: str | None = None
+    ) -> Target:
+        url = self._url(sidecar.ports.proxy)
+        return Target(name, url, self._keyed, sidecar.child.pid, sidecar, flood=flood)
+
+    def _start_naive(self, upstream_url: str) -> Listening:
+        port = free_port()
+        argv = python_module(
+            "bench.naive_proxy",
+            "--port",
+            str(port),
+            "--upstream",
+            upstream_url,
+            "--cert-file",
+            str(self._cert),
+            "--key-file",
+            str(self._key),
+        )
+        return Listening(self._start("naive", argv, port), port)
+
+    def _start_nginx(self, upstream_port: int, api_key: str) -> Listening | None:
+        binary = nginx.find_nginx()
+        if binary is None:
+            print(nginx.INSTALL_HINT, flush=True)
+            self.results.skipped[NGINX] = "nginx not installed: `apt-get install nginx`"
+            return None
+        port = free_port()
+        prefix = self.dir / "nginx"
+        prefix.mkdir()
+        config = nginx.write_config(
+            prefix,
+            port=port,
+            upstream_port=upstream_port,
+            cert_file=self._cert,
+            key_file=self._key,
+            api_key=api_key,
+        )
+        return Listening(self._start("nginx", nginx.argv(binary, prefix, config), port), port)
 
     def _start_sidecar(self, name: str, log_level: str, upstream_url: str) -> SidecarProcess:
         ports = SidecarPorts(proxy=free_port(), health=free_port())
@@ -243,7 +253,7 @@ class Bench:
             else:
                 connection = http.client.HTTPConnection(host_port, timeout=10)
             headers = {"Content-Type": "application/json"}
-            if target.script.name == "keyed.lua":
+            if target.script == self._keyed:
                 headers["Authorization"] = f"Bearer {key}"
             if target.name == SIDECAR:
                 self._first_use = time.monotonic()  # the key's first verification
