@@ -34,7 +34,7 @@ from bench.upstream import run_on_fastest_loop
 from sidecar.keys import generate_key
 
 MANY_SOURCES = 1000
-_MAX_IN_FLIGHT = 512
+_MAX_IN_FLIGHT = 1024
 _REQUEST_TIMEOUT_S = 10.0
 
 
@@ -58,7 +58,11 @@ class Flood:
     def _session(self, source: str) -> aiohttp.ClientSession:
         session = self._sessions.get(source)
         if session is None:
-            connector = aiohttp.TCPConnector(ssl=self._context, local_addr=(source, 0), limit=8)
+            # As many connections as requests in flight: an attacker is not polite, and a
+            # small pool would make the client, not the sidecar, set the flood's pace.
+            connector = aiohttp.TCPConnector(
+                ssl=self._context, local_addr=(source, 0), limit=_MAX_IN_FLIGHT
+            )
             session = aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=_REQUEST_TIMEOUT_S)
             )
