@@ -124,7 +124,10 @@ class Spool:
     def read(self, segment: Path) -> Iterator[SpooledRecord]:
         """The records of a segment, in order. A torn last line (crash mid-write) is skipped:
         its batch was never fsync'd, so nothing was acknowledged for it. A line that does not
-        parse (the file was damaged) is logged and skipped rather than stopping the replay."""
+        parse (the file was damaged) is logged and skipped rather than stopping the replay.
+        A segment being read for replay takes no more lines: they would be deleted with it."""
+        if segment == self._current:
+            self._current = None
         with open(segment, "rb") as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.endswith(b"\n"):

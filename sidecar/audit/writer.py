@@ -131,7 +131,10 @@ class DurableStreamWriter:
             self._log_failure(exc)
             self._spool_queue()
             return False
-        for _ in batch:
+        # By seq, not by count: while the script ran, `flush` may have spooled (and dropped from
+        # memory) part of this batch, and newer records may have been queued behind it.
+        last = batch[-1].seq
+        while self._queue and self._queue[0].seq <= last:
             self._queue.popleft()
         self.hooks.written(len(batch))
         self.hooks.depth(len(self._queue))
