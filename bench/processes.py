@@ -6,6 +6,7 @@ the harness's interpreter (or its GIL). `Child.stop` sends SIGTERM, waits, then 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -83,14 +84,17 @@ class Child:
             return ""
 
     def stop(self) -> None:
-        """SIGTERM, wait, then SIGKILL: never leaves the process behind."""
+        """SIGTERM, wait, then SIGKILL to its process group (a supervisor's workers, nginx's
+        worker): never leaves anything it started behind."""
         if self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=_STOP_WAIT_S)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            # Its own session (start_new_session), so the group is exactly what it started.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
     def __enter__(self) -> Child:
