@@ -63,10 +63,11 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 class RssSampler:
-    """`with RssSampler(pid) as s: …` then `s.max_mib`: the highest VmRSS seen meanwhile."""
+    """`with RssSampler(pid) as s: …` then `s.max_mib`: the highest VmRSS seen meanwhile,
+    of `pid` or of any of its children (`serve --workers N`: the worst worker)."""
 
     def __init__(self, pid: int) -> None:
-        self._pid = pid
+        self._pids = [pid, *_children(pid)]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self.max_mib: float = 0.0
@@ -74,10 +75,11 @@ class RssSampler:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            value = rss_mib(self._pid)
-            if value is not None:
-                self.max_mib = max(self.max_mib, value)
-                self.samples += 1
+            for pid in self._pids:
+                value = rss_mib(pid)
+                if value is not None:
+                    self.max_mib = max(self.max_mib, value)
+                    self.samples += 1
             self._stop.wait(_INTERVAL_S)
 
     def __enter__(self) -> RssSampler:

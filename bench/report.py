@@ -12,6 +12,7 @@ from bench.results import (
     NGINX,
     SIDECAR,
     SIDECAR_INFO,
+    SIDECAR_WORKERS,
     Results,
     verdicts,
 )
@@ -21,12 +22,19 @@ RATIOS = [
     (SIDECAR, NGINX),
     (SIDECAR, DIRECT),
     (SIDECAR_INFO, SIDECAR),
+    (SIDECAR_WORKERS, SIDECAR),
     (NAIVE, DIRECT),
     (NGINX, DIRECT),
 ]
 
 
-CPU_RATIOS = [(SIDECAR, NAIVE), (SIDECAR, NGINX), (SIDECAR_INFO, SIDECAR), (NAIVE, NGINX)]
+CPU_RATIOS = [
+    (SIDECAR, NAIVE),
+    (SIDECAR, NGINX),
+    (SIDECAR_INFO, SIDECAR),
+    (SIDECAR_WORKERS, SIDECAR),
+    (NAIVE, NGINX),
+]
 
 
 def _num(value: float | None, digits: int = 0) -> str:
@@ -204,15 +212,14 @@ def _flood_section(results: Results) -> list[str]:
 
 
 def _memory_section(results: Results) -> list[str]:
-    lines = ["## Memory (VmRSS of the sidecar process)", ""]
+    lines = ["## Memory (VmRSS; one process per target)", ""]
     for target, start in results.rss_at_start.items():
         lines.append(f"- after start-up and one request, {target}: {start:.1f} MiB")
-    for target in (SIDECAR, SIDECAR_INFO, FLOOD_SINGLE, FLOOD_MANY):
+    for target in (SIDECAR, SIDECAR_INFO, SIDECAR_WORKERS, FLOOD_SINGLE, FLOOD_MANY):
         peak = results.rss_under_load(target)
         if peak is not None:
-            lines.append(f"- under load, {target}: max {peak:.1f} MiB")
-    idle = results.idle
-    if idle is not None:
+            lines.append(f"- under load, {target}: max {peak:.1f} MiB (of one process)")
+    for idle in results.idle:
         outcomes = ", ".join(f"{k}: {v}" for k, v in idle.outcomes.items())
         lines.append(
             f"- {idle.target}, {idle.connections_open} of {idle.connections_wanted} idle TLS "
@@ -228,6 +235,7 @@ def _argon2_section(results: Results) -> list[str]:
     if count is None:
         return []
     expected = math.ceil(count.loaded_s / count.cache_ttl_s) + 1
+    statuses = ", ".join(f"{s}: {n:,.0f}" for s, n in count.requests_by_status.items())
     lines = [
         "## argon2 verifications (sidecar /metrics)",
         "",
@@ -237,7 +245,8 @@ def _argon2_section(results: Results) -> list[str]:
         f"`keys.cache_ttl_s` = {count.cache_ttl_s:.0f}: one verification per key per TTL "
         f"allows at most about {expected}",
         f"- key cache: {count.cache_hits:,.0f} hits, {count.cache_misses:,.0f} misses; "
-        f"{count.requests:,.0f} requests answered, {count.requests_ok:,.0f} of them 200; "
+        f"requests answered by status: {statuses} (499: wrk hangs up on the requests in "
+        "flight when a run ends); "
         f"{count.audit_written:,.0f} audit records written (the last few may still be queued)",
         "",
     ]

@@ -17,6 +17,7 @@ DIRECT = "direct"
 NAIVE = "naive"
 SIDECAR = "sidecar"
 SIDECAR_INFO = "sidecar (log info)"
+SIDECAR_WORKERS = "sidecar --workers 2"
 NGINX = "nginx"
 FLOOD_SINGLE = "sidecar + flood (1 IP)"
 FLOOD_MANY = "sidecar + flood (1000 IPs)"
@@ -88,8 +89,7 @@ class Argon2Count:
     cache_ttl_s: float
     cache_hits: float
     cache_misses: float
-    requests: float  # every answer on the proxy port, flood rejections included
-    requests_ok: float  # 200s: the requests that went upstream and were audited
+    requests_by_status: dict[str, float]  # `sidecar_requests_total`, summed over routes
     audit_written: float
 
 
@@ -101,7 +101,7 @@ class Results:
     measurements: list[Measurement] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # target → why it was not measured
     rss_at_start: dict[str, float] = field(default_factory=dict)  # sidecar → MiB
-    idle: IdleMemory | None = None
+    idle: list[IdleMemory] = field(default_factory=list)
     argon2: Argon2Count | None = None
     workers: str = ""
     profile: ProfileSummary | None = None
@@ -215,7 +215,7 @@ def verdicts(results: Results) -> list[Verdict]:
         cost = 1.0 - ratio.of_medians
         out.append(Verdict(label, f"costs {cost:.0%} (ratio {ratio.of_medians:.2f})", cost <= 0.20))
     load = results.rss_under_load(SIDECAR)
-    idle = results.idle
+    idle = next((i for i in results.idle if i.target == SIDECAR_INFO), None)
     if load is None and idle is None:
         out.append(Verdict("RSS ≤ 100 MiB per worker", "not measured", None))
     else:

@@ -36,6 +36,7 @@ from bench.results import (
     NGINX,
     SIDECAR,
     SIDECAR_INFO,
+    SIDECAR_WORKERS,
     Argon2Count,
     IdleMemory,
     Measurement,
@@ -102,8 +103,11 @@ class Listening:
 class Bench:
     """The run's processes, files and results."""
 
-    def __init__(self, options: Options, stack: contextlib.ExitStack, workdir: Path) -> None:
+    def __init__(
+        self, options: Options, stack: contextlib.ExitStack, workdir: Path, *, workers: bool
+    ) -> None:
         self.options = options
+        self._workers = workers  # whether `serve --workers` exists to be measured
         self._stack = stack
         self.dir = workdir
         self.wrk = wrk.find_wrk()
@@ -160,6 +164,9 @@ class Bench:
         self.targets.append(self._sidecar_target(SIDECAR, sidecar))
         info = self._sidecar_info = self._start_sidecar("sidecar-info", "info", upstream_url)
         self.targets.append(self._sidecar_target(SIDECAR_INFO, info))
+        if self._workers:
+            pair = self._start_sidecar("sidecar-workers", "warning", upstream_url, workers=2)
+            self.targets.append(self._sidecar_target(SIDECAR_WORKERS, pair))
 
         proxy = self._start_nginx(upstream_port, api_key)
         if proxy is not None:
@@ -216,7 +223,9 @@ class Bench:
         )
         return Listening(self._start("nginx", nginx.argv(binary, prefix, config), port), port)
 
-    def _start_sidecar(self, name: str, log_level: str, upstream_url: str) -> SidecarProcess:
+    def _start_sidecar(
+        self, name: str, log_level: str, upstream_url: str, *, workers: int = 1
+    ) -> SidecarProcess:
         ports = SidecarPorts(proxy=free_port(), health=free_port())
         config = sidecar_target.write_config(
             self.dir / f"{name}.yaml",
@@ -228,7 +237,10 @@ class Bench:
             spool_dir=self.dir / f"{name}-spool",
             log_level=log_level,
         )
-        child = self._start(name, sidecar_target.serve_argv(config), ports.proxy)
+        argv = sidecar_target.serve_argv(config)
+        if workers > 1:
+            argv += ["--workers", str(workers)]
+        child = self._start(name, argv, ports.proxy)
         wait_for_port(ports.health, child)
         return SidecarProcess(child, ports)
 
@@ -383,17 +395,21 @@ class Bench:
     # ---- extras ---------------------------------------------------------------------
 
     def idle_connections(self) -> None:
-        """On `sidecar (log info)`: the product's default config, and a process the floods
-        never reached (argon2 under a flood leaves ~20 MiB per hashing thread behind)."""
-        sidecar = self._sidecar_info
-        assert sidecar is not None
-        pid = sidecar.child.pid
+        """Idle TLS connections against `sidecar (log info)` (the product's default config, a
+        process no flood reached: argon2 under a flood leaves ~20 MiB per hashing thread
+        behind), and against `naive` as the control: what the stack itself costs."""
+        for target in self.targets:
+            if target.name in (SIDECAR_INFO, NAIVE):
+                port = int(target.url.split("/")[2].rsplit(":", 1)[1])
+                self.results.idle.append(self._idle(target.name, target.pid, port))
+
+    def _idle(self, name: str, pid: int, port: int) -> IdleMemory:
         before = _settled_rss(pid)
-        path = self.dir / "idle.json"
+        path = self.dir / f"idle-{pid}.json"
         argv = python_module(
             "bench.idle",
             "--port",
-            str(sidecar.ports.proxy),
+            str(port),
             "--cafile",
             str(self._cert),
             "--key-file",
@@ -412,8 +428,8 @@ class Bench:
         finally:
             child.stop()
         time.sleep(2.0)
-        self.results.idle = IdleMemory(
-            target=SIDECAR_INFO,
+        return IdleMemory(
+            target=name,
             connections_wanted=self.options.idle_connections,
             connections_open=int(opened["open"]),
             outcomes={str(k): int(v) for k, v in opened["outcomes"].items()},
@@ -472,12 +488,7 @@ class Bench:
             cache_ttl_s=sidecar_target.CACHE_TTL_S,
             cache_hits=metrics.get('sidecar_key_cache_total{result="hit"}', 0.0),
             cache_misses=metrics.get('sidecar_key_cache_total{result="miss"}', 0.0),
-            requests=sum(v for k, v in metrics.items() if k.startswith("sidecar_requests_total")),
-            requests_ok=sum(
-                v
-                for k, v in metrics.items()
-                if k.startswith("sidecar_requests_total") and 'status="200"' in k
-            ),
+            requests_by_status=_requests_by_status(metrics),
             audit_written=metrics.get('sidecar_audit_records_total{outcome="written"}', 0.0),
         )
 
@@ -499,6 +510,19 @@ class FloodResult:
             return None
         loaded["client_cpu_s"] = self.client_cpu_s
         return loaded
+
+
+_STATUS_LABEL = re.compile(r'status="(\d+)"')
+
+
+def _requests_by_status(metrics: dict[str, float]) -> dict[str, float]:
+    """`sidecar_requests_total` summed per status over routes."""
+    counts: dict[str, float] = {}
+    for name, value in metrics.items():
+        match = _STATUS_LABEL.search(name)
+        if name.startswith("sidecar_requests_total") and match:
+            counts[match.group(1)] = counts.get(match.group(1), 0.0) + value
+    return dict(sorted(counts.items()))
 
 
 def _cpu_delta(before: float | None, pid: int) -> float | None:
@@ -594,18 +618,18 @@ def run(options: Options) -> Results:
     raise_open_files_limit()
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sidecar-bench-")))
-        bench = Bench(options, stack, workdir)
+        workers = serve_supports_workers()
+        bench = Bench(options, stack, workdir, workers=workers)
+        bench.results.workers = (
+            f"workers: `{SIDECAR_WORKERS}` against `{SIDECAR}` (1 worker) in the tables above"
+            if workers
+            else "workers: not measured (serve --workers not implemented)"
+        )
+        print(bench.results.workers, flush=True)
         print("starting redis, upstream, naive proxy, sidecars, nginx …", flush=True)
         bench.start()
         bench.check_targets()
         bench.note_start_rss()
-        if serve_supports_workers():
-            bench.results.workers = (
-                "workers: `serve --workers` exists; this harness does not measure it yet"
-            )
-        else:
-            bench.results.workers = "workers: not measured (serve --workers not implemented)"
-        print(bench.results.workers, flush=True)
         print(f"warm-up ({options.warmup_s:g} s per target)", flush=True)
         bench.warm_up()
         print(f"{options.rounds} rounds of {options.duration_s:g} s, rotating order", flush=True)
