@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -13,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
@@ -25,6 +23,7 @@ from sidecar.audit.trail import RECORD_FIELD, AuditTrail
 from sidecar.audit.writer import DurableStreamWriter, WriterHooks
 from sidecar.auth import Authenticator
 from sidecar.config import Settings
+from sidecar.cpus import available_cpus
 from sidecar.events import EVENT_FIELD, EventLog
 from sidecar.headers import hsts_value
 from sidecar.health import ReadinessCheck, create_health_app
@@ -34,7 +33,7 @@ from sidecar.metrics import Metrics
 from sidecar.pipeline import Lifecycle, Pipeline
 from sidecar.proxy import UpstreamClient, create_upstream_session
 from sidecar.ratelimit import RateLimiter
-from sidecar.redis_conn import create_redis
+from sidecar.redis_conn import RedisClient, create_pubsub_opener, create_redis
 from sidecar.routes import RouteTable
 from sidecar.tls import Certificate
 
@@ -51,7 +50,7 @@ class Sidecar:
     certificate: Certificate
     lifecycle: Lifecycle
     metrics: Metrics
-    redis: aioredis.Redis
+    redis: RedisClient
     pipeline: Pipeline
     health_app: web.Application
     security_headers: dict[str, str]
@@ -102,7 +101,7 @@ async def open_sidecar(
         subscribed = asyncio.Event()
         tasks.start(
             listen_for_invalidations(
-                settings.redis.url,
+                create_pubsub_opener(settings.redis, redis),
                 drop=authenticator.cache.drop,
                 clear=authenticator.cache.clear,
                 on_error=metrics.redis_errors.inc,
@@ -156,7 +155,7 @@ async def open_sidecar(
 
 
 def _create_authenticator(
-    settings: Settings, redis: aioredis.Redis, metrics: Metrics
+    settings: Settings, redis: RedisClient, metrics: Metrics
 ) -> Authenticator:
     limiters = {}
     if settings.rate_limits.per_key is not None:
@@ -171,7 +170,7 @@ def _create_authenticator(
         store=KeyStore(redis),
         limiters=limiters,
         metrics=metrics,
-        argon2_workers=max(2, os.cpu_count() or 2),
+        argon2_workers=max(2, available_cpus()),
     )
 
 
@@ -198,7 +197,7 @@ class RotationDueGauge:
 
 
 def _durable_writer(
-    redis: aioredis.Redis,
+    redis: RedisClient,
     stream: str,
     field_name: str,
     settings: Settings,
@@ -253,7 +252,7 @@ class BackgroundTasks:
 
 
 def _readiness_checks(
-    sidecar: Sidecar, redis: aioredis.Redis, audit_writer: DurableStreamWriter
+    sidecar: Sidecar, redis: RedisClient, audit_writer: DurableStreamWriter
 ) -> list[ReadinessCheck]:
     lifecycle, metrics = sidecar.lifecycle, sidecar.metrics
 
