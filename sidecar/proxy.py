@@ -119,6 +119,12 @@ class UpstreamClient:
                 raise UpstreamTimeout("the upstream did not answer in time") from None
             raise UpstreamUnavailable(f"the upstream failed ({type(exc).__name__})") from None
         upstream_seconds = time.perf_counter() - started
+        if upstream.status < 200:
+            # A 101 the client never got to ask for (Upgrade is hop-by-hop and not forwarded:
+            # WebSockets are not proxied). Relayed, it would switch the client's connection to
+            # a protocol the proxy does not carry; the upstream's no longer speaks HTTP either.
+            upstream.close()
+            raise UpstreamUnavailable(f"the upstream sent {upstream.status}, not a final response")
         try:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for name, value in response_headers_to_return(

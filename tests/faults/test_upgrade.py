@@ -12,8 +12,8 @@ import ssl
 
 import pytest
 
-from tests.conftest import Proxy
-from tests.faults.peers import read_response
+from tests.conftest import Proxy, ProxyFactory
+from tests.faults.peers import answer_then_hold, raw_upstream, read_response
 from tests.upstream import UpstreamServer
 
 UPGRADE_HEAD = (
@@ -62,3 +62,31 @@ async def test_an_upgrade_request_is_forwarded_as_a_plain_request(
     assert "upgrade" not in forwarded.get("Connection", "").lower()
     assert "Sec-WebSocket-Key" in forwarded  # an end-to-end header: passed on as sent
     assert upstream.seen[0].body == b""  # nothing of the next request leaked into this one
+
+
+async def test_an_upstream_that_switches_protocols_anyway_is_a_502(
+    start_proxy: ProxyFactory, client_ssl: ssl.SSLContext
+) -> None:
+    """The upstream never saw an Upgrade header, so a 101 is a broken upstream: relaying it
+    would switch the client's connection to a protocol the proxy does not carry."""
+    switched = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"\r\n\x81\x05hello"
+    )
+    async with raw_upstream(answer_then_hold(switched)) as upstream:
+        proxy: Proxy = await start_proxy(upstream={"url": upstream.url})
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", proxy.server.proxy_port, ssl=client_ssl, server_hostname="localhost"
+        )
+        try:
+            writer.write(UPGRADE_HEAD)
+            await writer.drain()
+            answer = await asyncio.wait_for(read_response(reader), 5)
+            assert answer.status == 502, answer
+            assert answer.headers["content-type"].startswith("application/problem+json")
+            # The upstream's connection is dropped, not pooled for the next request.
+            await asyncio.wait_for(upstream.peer_gone.wait(), 3)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await asyncio.wait_for(writer.wait_closed(), 1)
