@@ -64,6 +64,24 @@ async def test_an_upstream_that_never_answers_is_a_504_at_the_timeout(
         await asyncio.wait_for(silent.peer_gone.wait(), 3)
 
 
+async def test_an_upstream_that_stalls_mid_body_is_cut_at_the_timeout(
+    start_proxy: ProxyFactory,
+) -> None:
+    """`upstream.timeout_s` bounds the whole exchange, body included: a response that starts
+    and then stalls is cut, not held open for as long as the upstream likes."""
+    stalled = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100
+    async with raw_upstream(answer_then_hold(stalled)) as upstream:
+        proxy: Proxy = await start_proxy(upstream={"url": upstream.url, "timeout_s": 0.5})
+        started = time.monotonic()
+        async with proxy.request("GET", "/public/stall") as response:
+            assert response.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()
+        seconds = time.monotonic() - started
+        assert 0.4 <= seconds <= 3.0, f"cut after {seconds:.2f}s with upstream.timeout_s 0.5"
+        await asyncio.wait_for(upstream.peer_gone.wait(), 3)
+
+
 BODY_START = b"x" * 1000
 BROKEN_OFF = [
     pytest.param(
