@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import re
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -21,6 +23,7 @@ from sidecar.redis_conn import RedisClient, create_redis, redacted_url
 from sidecar.routes import compile_glob
 
 _PAGE = 500
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _STATUS = re.compile(r"^([1-5])(xx|\d\d)$")
 
 
@@ -54,6 +57,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     if is_audit and settings.audit.encryption_key_file is not None:
         cipher = BodyCipher.from_file(settings.audit.encryption_key_file)
     render = _render_record if is_audit else _render_event
+    follow = args.action == "tail" and args.follow
+    stop = asyncio.Event()
     redis = create_redis(settings.redis)
     try:
         if args.action == "query":
@@ -64,8 +69,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             # XREAD BLOCK must come back before the client's own timeout (redis.timeout_s)
             # would end the wait as an error; an empty answer just means "nothing new yet".
             block_ms = max(1, int(settings.redis.timeout_s * 1000) // 2)
+            if follow:
+                _stop_on_signals(stop)
             documents = _tail(
-                redis, stream, field, args.count, follow=args.follow, block_ms=block_ms
+                redis, stream, field, args.count, follow=follow, block_ms=block_ms, stop=stop
             )
         count = 0
         async for document in documents:
@@ -75,7 +82,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                 except ValueError:
                     # One tampered or foreign-key record must not hide the rest.
                     document = {**document, "undecryptable": True}
-            print(json.dumps(document, ensure_ascii=False) if args.json else render(document))
+            line = json.dumps(document, ensure_ascii=False) if args.json else render(document)
+            # Followed output goes out line by line, even into a pipe (`| jq`, `| grep`).
+            print(line, flush=follow)
             count += 1
         if count == 0 and not args.json:
             print(f"(no entries in {stream})")
@@ -85,17 +94,44 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             f"cannot reach Redis at {redacted_url(settings.redis.url)} ({type(exc).__name__})"
         ) from None
     finally:
+        if follow:
+            _restore_signals()
         await redis.aclose()
 
 
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    """Ctrl-C (or SIGTERM) ends `--follow` cleanly: the loop sees `stop` between two reads.
+    Cancelling the task instead is not reliable: on Python 3.11 a cancel landing inside
+    redis-py's `wait_for` can be swallowed (gh-86296), and the command would go on."""
+    loop = asyncio.get_running_loop()
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+
+
+def _restore_signals() -> None:
+    loop = asyncio.get_running_loop()
+    for signum in _STOP_SIGNALS:
+        loop.remove_signal_handler(signum)
+
+
 async def _tail(
-    redis: RedisClient, stream: str, field: str, count: int, *, follow: bool, block_ms: int
+    redis: RedisClient,
+    stream: str,
+    field: str,
+    count: int,
+    *,
+    follow: bool,
+    block_ms: int,
+    stop: asyncio.Event,
 ) -> AsyncIterator[dict[str, Any]]:
     entries: Any = await redis.xrevrange(stream, count=count)
-    last_id = entries[0][0] if entries else b"$"
+    # Not "$" for an empty stream: "$" means "after whatever is last when this XREAD runs",
+    # so an entry added between two XREADs would never be shown. The stream was empty just
+    # now, so everything in it from here on is new.
+    last_id = entries[0][0] if entries else b"0-0"
     for _entry_id, fields in reversed(entries):
         yield _decode(fields, field)
-    while follow:
+    while follow and not stop.is_set():
         response: Any = await redis.xread({stream: last_id}, block=block_ms, count=_PAGE)
         for _stream, stream_entries in response:
             for entry_id, fields in stream_entries:

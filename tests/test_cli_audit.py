@@ -9,6 +9,8 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,40 +135,77 @@ async def test_audit_tail_on_an_empty_stream(config: str, redis_client: aioredis
     assert json_lines(as_json) == []  # --json prints nothing that is not a record
 
 
+@asynccontextmanager
+async def following(*arguments: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python -m sidecar ARGUMENTS --follow --json`, running for the length of the block.
+
+    Its stdout is a pipe, and Python's own buffering is left on (no PYTHONUNBUFFERED), as when
+    an operator pipes the output into `jq`: each record must still arrive as it comes."""
+    env = sidecar_env()
+    env.pop("PYTHONUNBUFFERED", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sidecar", *arguments, "--follow", "--json",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )  # fmt: skip
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def next_line(process: asyncio.subprocess.Process, within: float) -> dict[str, Any]:
+    assert process.stdout is not None
+    assert process.stderr is not None
+    line = await asyncio.wait_for(process.stdout.readline(), within)
+    assert line, (await process.stderr.read()).decode()  # EOF: it exited; say why
+    document: dict[str, Any] = json.loads(line)
+    return document
+
+
+async def stop_following(process: asyncio.subprocess.Process, signum: int) -> None:
+    """Ctrl-C (SIGINT) or SIGTERM ends --follow, successfully and promptly."""
+    process.send_signal(signum)
+    assert await asyncio.wait_for(process.wait(), 5) == 0
+
+
 async def test_audit_tail_follow_waits_for_new_records(
     config: str, redis_client: aioredis.Redis
 ) -> None:
     """`--follow` keeps reading: longer than `redis.timeout_s` with nothing new is no error."""
     (old,) = await seed(redis_client, [(1000, seeded())])
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sidecar", "audit", "tail", "--follow", "--json",
-        "--config", config,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=sidecar_env(),
-    )  # fmt: skip
-    assert process.stdout is not None
-    assert process.stderr is not None
-    try:
-        first = await asyncio.wait_for(process.stdout.readline(), 20)
-        assert json.loads(first) == old
+    async with following("audit", "tail", "--config", config) as process:
+        assert await next_line(process, 20) == old
         # Nothing new for four times the default redis.timeout_s (0.5 s): it must keep waiting.
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(asyncio.shield(process.wait()), QUIET_S)
         assert process.returncode is None
         fresh = seeded(status=201)
-        document = a_record(fresh)
-        await redis_client.xadd(AUDIT_STREAM, {"record": dumps_record(document)})
-        second = await asyncio.wait_for(process.stdout.readline(), 10)
-        assert second, (await process.stderr.read()).decode()
-        assert json.loads(second)["request_id"] == fresh.request_id
-        process.send_signal(signal.SIGINT)  # Ctrl-C ends --follow, successfully
-        assert await asyncio.wait_for(process.wait(), 10) == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await redis_client.xadd(AUDIT_STREAM, {"record": dumps_record(a_record(fresh))})
+        assert (await next_line(process, 10))["request_id"] == fresh.request_id
+        await stop_following(process, signal.SIGINT)
+
+
+async def test_events_tail_follow_on_an_empty_stream_shows_every_new_event(
+    config: str, redis_client: aioredis.Redis
+) -> None:
+    async with following("events", "tail", "--config", config) as process:
+        for n in range(3):
+            event = build_event(
+                "missing_key",
+                request_id=f"follow-{n}",
+                method="GET",
+                path="/v1/orders/1",
+                client_ip="198.51.100.7",
+                detail="no key",
+            )
+            await redis_client.xadd(EVENTS_STREAM, {"event": json.dumps(event)})
+            assert await next_line(process, 20) == event
+        await stop_following(process, signal.SIGTERM)
 
 
 # -- audit query ----------------------------------------------------------------------------------
