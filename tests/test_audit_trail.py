@@ -347,6 +347,26 @@ async def test_a_public_route_is_audited_without_a_key(
     assert isinstance(record["upstream_ms"], float)
 
 
+async def test_concurrent_requests_get_one_record_each(
+    proxy: Proxy, key: Any, redis_client: aioredis.Redis
+) -> None:
+    written_before = await audit_metric(proxy, "written")
+    paths = [f"/v1/orders/{n}" if n % 2 else f"/public/{n}" for n in range(100)]
+    sent = await asyncio.gather(
+        *(send(proxy, "GET", path, key=key.key if path.startswith("/v1") else None)
+          for path in paths)
+    )  # fmt: skip
+    assert [s.status for s in sent] == [200] * 100
+    ids = [s.request_id for s in sent]
+    await records_for(redis_client, ids)
+    counts = Counter(record["request_id"] for record in await audit_records(redis_client))
+    assert counts == Counter(ids)
+    by_id = {record["request_id"]: record for record in await audit_records(redis_client)}
+    for one, path in zip(sent, paths, strict=True):
+        assert by_id[one.request_id]["path"] == path
+    assert await audit_metric(proxy, "written") >= written_before + 100
+
+
 async def test_a_forwarded_request_whose_client_went_away_is_still_audited(
     proxy: Proxy,
     redis_client: aioredis.Redis,
