@@ -40,6 +40,7 @@ from sidecar.tls import Certificate
 log = structlog.get_logger("sidecar.app")
 
 ROTATION_SCAN_EVERY_S = 300.0
+EVENTS_SPOOL_SHARE = 8  # the events spool may use 1/8 of audit.spool_max_bytes
 
 
 @dataclass(slots=True)
@@ -85,12 +86,25 @@ async def open_sidecar(
         stack.push_async_callback(session.close)
         authenticator = _create_authenticator(settings, redis, metrics)
         stack.callback(authenticator.close)
-        budget = SpoolBudget(settings.audit.spool_max_bytes)
+        # Separate budgets: refusals of unauthenticated junk during a Redis outage must not
+        # fill the disk the audit trail needs and turn every request into a 503.
+        events_share = settings.audit.spool_max_bytes // EVENTS_SPOOL_SHARE
         audit_writer = _durable_writer(
-            redis, settings.audit.stream, RECORD_FIELD, settings, budget, metrics, audited=True
+            redis,
+            settings.audit.stream,
+            RECORD_FIELD,
+            settings,
+            SpoolBudget(settings.audit.spool_max_bytes - events_share),
+            metrics,
+            audited=True,
         )
         event_writer = _durable_writer(
-            redis, settings.audit.events_stream, EVENT_FIELD, settings, budget, metrics
+            redis,
+            settings.audit.events_stream,
+            EVENT_FIELD,
+            settings,
+            SpoolBudget(events_share),
+            metrics,
         )
         tasks = BackgroundTasks()
         stack.push_async_callback(tasks.cancel_all)
@@ -103,12 +117,12 @@ async def open_sidecar(
             listen_for_invalidations(
                 create_pubsub_opener(settings.redis, redis),
                 drop=authenticator.cache.drop,
-                clear=authenticator.cache.clear,
+                expire_all=authenticator.cache.expire_all,
                 on_error=metrics.redis_errors.inc,
                 subscribed=subscribed,
             )
         )
-        # Subscribe before serving: the first subscription clears the cache, and a key
+        # Subscribe before serving: the first subscription expires the cache, and a key
         # verified before it would be verified twice. Bounded, so a Redis that is down at
         # start-up delays nothing (readiness says so meanwhile).
         with contextlib.suppress(TimeoutError):
