@@ -1,5 +1,5 @@
-"""SPEC §6 when the upstream misbehaves: refused → 502 at once, silent → 504 at
-`upstream.timeout_s`, broken off mid-body → the client's response is cut too (never a complete
+"""SPEC §6 when the upstream misbehaves: refused → 502 at once, never accepting → 504 at
+`upstream.connect_timeout_s`, silent → 504 at `upstream.timeout_s`, broken off mid-body → the client's response is cut too (never a complete
 short 200), a malformed answer → 502, and a client that hangs up takes the upstream request
 with it. Each upstream is a real socket: the test upstream or a raw TCP server from `peers`."""
 
@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -49,6 +51,35 @@ async def test_a_refused_connection_is_a_502_at_once(start_proxy: ProxyFactory) 
     status, headers, seconds = await timed_get(proxy, "/public/refused")
     assert_problem_from_the_proxy(status, headers, 502)
     assert seconds < 1.0, f"a refused connection took {seconds:.2f}s to report"
+
+
+@contextlib.contextmanager
+def never_accepting() -> Iterator[int]:
+    """A port whose accept queue is full: a new connection's SYN is dropped, so the connect
+    neither succeeds nor fails (a blackholed upstream, on loopback, without root)."""
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = int(listener.getsockname()[1])
+        for _ in range(3):  # more than the queue holds
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+        yield port
+
+
+async def test_an_upstream_that_never_accepts_is_a_504_at_the_connect_timeout(
+    start_proxy: ProxyFactory,
+) -> None:
+    with never_accepting() as port:
+        proxy: Proxy = await start_proxy(
+            upstream={"url": f"http://127.0.0.1:{port}", "connect_timeout_s": 0.5, "timeout_s": 30}
+        )
+        status, headers, seconds = await timed_get(proxy, "/public/blackhole")
+    assert_problem_from_the_proxy(status, headers, 504)
+    assert 0.4 <= seconds <= 3.0, f"504 after {seconds:.2f}s with connect_timeout_s 0.5"
 
 
 async def test_an_upstream_that_never_answers_is_a_504_at_the_timeout(
