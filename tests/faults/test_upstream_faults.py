@@ -1,7 +1,8 @@
-"""SPEC §6 when the upstream misbehaves: refused → 502 at once, never accepting → 504 at
-`upstream.connect_timeout_s`, silent → 504 at `upstream.timeout_s`, broken off mid-body → the client's response is cut too (never a complete
-short 200), a malformed answer → 502, and a client that hangs up takes the upstream request
-with it. Each upstream is a real socket: the test upstream or a raw TCP server from `peers`."""
+"""SPEC §6 when the upstream misbehaves: refused → 502 at once; never accepting → 504 at
+`upstream.connect_timeout_s`; silent → 504 at `upstream.timeout_s`; broken off or stalled
+mid-body → the client's response is cut too (never a complete short 200); a malformed answer
+→ 502; and a client that hangs up takes the upstream request with it. Each upstream is a real
+socket: the test upstream or a raw TCP server from `peers`."""
 
 from __future__ import annotations
 
