@@ -24,6 +24,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -31,6 +32,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from yarl import URL
 
 from sidecar.errors import ConfigError
+from sidecar.redis_url import check_redis_url
 
 ENV_PREFIX = "SIDECAR_"
 ENV_DELIMITER = "__"
@@ -113,15 +115,20 @@ class Upstream(_Section):
 
 
 class Redis(_Section):
+    """One server, a Sentinel-managed master or a cluster: the URL forms are in `redis_url`."""
+
+    cluster: bool = False  # before `url`, whose check depends on it
     url: str = "redis://127.0.0.1:6379/0"
-    cluster: bool = False
     timeout_s: PositiveFloat = 0.5
 
     @field_validator("url")
     @classmethod
-    def _redis_url(cls, value: str) -> str:
-        if URL(value).scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
-            raise ValueError("must be a redis://, rediss://, unix:// or redis+sentinel:// URL")
+    def _redis_url(cls, value: str, info: ValidationInfo) -> str:
+        cluster = bool(info.data.get("cluster", False))
+        try:
+            check_redis_url(value, cluster=cluster)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (redis.cluster is true)" if cluster else str(exc)) from None
         return value
 
 
