@@ -13,7 +13,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import TextIO
 
-import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
@@ -21,7 +20,7 @@ from sidecar.config import Health, Listen, Redis, Route, Settings, Shutdown, Tls
 from sidecar.embedded_redis import EmbeddedRedis
 from sidecar.keys import SecretHasher
 from sidecar.keystore import KeyStore
-from sidecar.redis_conn import create_redis
+from sidecar.redis_conn import create_redis, redacted_url
 from sidecar.selfsigned import write_self_signed
 from sidecar.server import running
 from sidecar.tls import check_certificate
@@ -63,8 +62,8 @@ async def echo_upstream() -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def _redis_answers(url: str) -> bool:
-    client = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+async def _redis_answers(settings: Redis) -> bool:
+    client = create_redis(settings)
     try:
         await client.ping()
     except (RedisError, OSError):
@@ -95,11 +94,10 @@ async def run_demo(base: Settings, out: TextIO = sys.stdout) -> None:
     """Run the demo until SIGINT/SIGTERM; everything it started is stopped on the way out."""
     async with AsyncExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sidecar-demo-")))
-        redis_url = base.redis.url
-        embedded = ""
-        if not await _redis_answers(redis_url):
+        redis, embedded = base.redis, ""
+        if not await _redis_answers(redis):
             embedded_redis = stack.enter_context(EmbeddedRedis())
-            redis_url, embedded = embedded_redis.url, " (embedded, stopped on exit)"
+            redis, embedded = Redis(url=embedded_redis.url), " (embedded, stopped on exit)"
         cert_file, key_file = write_self_signed(workdir)
         upstream_url = await stack.enter_async_context(echo_upstream())
         settings = base.model_copy(
@@ -108,7 +106,7 @@ async def run_demo(base: Settings, out: TextIO = sys.stdout) -> None:
                 "health": Health(address="127.0.0.1", port=base.health.port),
                 "tls": Tls(cert_file=cert_file, key_file=key_file),
                 "upstream": Upstream(url=upstream_url),
-                "redis": Redis(url=redis_url),
+                "redis": redis,
                 "routes": base.routes or DEMO_ROUTES,
                 "shutdown": Shutdown(drain_s=0, grace_s=2),
                 "audit": base.audit.model_copy(update={"spool_dir": workdir / "spool"}),
@@ -124,7 +122,7 @@ sidecar demo is up.
   proxy     {proxy}   (TLS, self-signed certificate {cert_file})
   health    {health}/readyz   {health}/metrics
   upstream  {upstream_url}   (an echo server)
-  redis     {redis_url}{embedded}
+  redis     {redacted_url(redis.url)}{embedded}
 
 A demo key (scope orders:read), shown this once:
   {demo_key}

@@ -68,5 +68,14 @@ class KeyCache:
     def clear(self) -> None:
         self._entries.clear()
 
+    def expire_all(self) -> None:
+        """Make every entry past its TTL: each key is checked against Redis again on its next
+        use, yet stays usable for the stale window while Redis cannot be asked. For when
+        invalidations may have been missed (the feed was down), which is also when a failover
+        makes Redis briefly unreachable: dropping the entries would then refuse every key."""
+        latest = self._clock() - self._ttl
+        for entry in self._entries.values():
+            entry.stored_at = min(entry.stored_at, latest)
+
     def __len__(self) -> int:
         return len(self._entries)

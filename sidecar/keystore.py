@@ -1,11 +1,16 @@
 """Key records in Redis, and the key lifecycle: create, rotate, revoke, delete.
 
 Layout (all under one hash tag, so a Redis Cluster keeps them in one slot and the
-multi-key transactions below stay legal):
+multi-key scripts below stay legal there):
 - `sidecar:{keys}:id:<id>`   a hash: the record (argon2 hash + metadata), never the key
 - `sidecar:{keys}:name:<n>`  the id currently issued under name n
 - `sidecar:{keys}:ids`       every id, for listing
 Changes are announced on `INVALIDATE_CHANNEL` so every replica drops its cached copy.
+
+Every change that touches more than one key is one Lua script: atomic on a single server, on
+a Sentinel-managed master and on a cluster alike (redis-py's cluster transactions are not
+something to build on), and a rotation checks what it read is still current in the same step
+that writes, in place of WATCH/MULTI.
 """
 
 from __future__ import annotations
@@ -16,11 +21,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import WatchError
-
 from sidecar.errors import SidecarError
 from sidecar.keys import SecretHasher, generate_key
+from sidecar.redis_conn import RedisClient
 
 _PREFIX = "sidecar:{keys}:"
 _IDS = _PREFIX + "ids"
@@ -41,6 +44,35 @@ end
 return n
 """
 
+# KEYS: name, record, ids. ARGV: the id, then the record's field/value pairs.
+_CREATE = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+redis.call('HSET', KEYS[2], unpack(ARGV, 2))
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+"""
+
+# KEYS: name, old record, new record, ids. ARGV: old id, new id, the old key's end, then the
+# new record's field/value pairs. 0: the name has moved on since it was read (read again);
+# -1: the old key was revoked meanwhile.
+_ROTATE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[2], 'revoked') == '1' then return -1 end
+redis.call('HSET', KEYS[3], unpack(ARGV, 4))
+redis.call('SADD', KEYS[4], ARGV[2])
+redis.call('HSET', KEYS[2], 'rotated_to', ARGV[2], 'expires_at', ARGV[3])
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: name, ids, then the records. ARGV: their ids.
+_DELETE = """
+for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
+for i = 1, #ARGV do redis.call('SREM', KEYS[2], ARGV[i]) end
+redis.call('DEL', KEYS[1])
+return #ARGV
+"""
+
 
 class KeyStoreError(SidecarError):
     """A key-management request that cannot be carried out (name taken, no such key)."""
@@ -56,6 +88,10 @@ def _id_key(key_id: str) -> str:
 
 def _name_key(name: str) -> str:
     return f"{_PREFIX}name:{name}"
+
+
+def _pairs(fields: Mapping[str, str]) -> list[str]:
+    return [part for pair in fields.items() for part in pair]
 
 
 def _record(raw: Mapping[bytes | str, bytes | str]) -> KeyRecord | None:
@@ -156,10 +192,13 @@ class NewKey:
 class KeyStore:
     """Key records in Redis. Used by the serving path (`fetch`) and by `sidecar keys`."""
 
-    def __init__(self, redis: aioredis.Redis, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, redis: RedisClient, clock: Callable[[], float] = time.time) -> None:
         self._redis = redis
         self._clock = clock
         self._set_if_present = redis.register_script(_SET_IF_PRESENT)
+        self._create = redis.register_script(_CREATE)
+        self._rotate = redis.register_script(_ROTATE)
+        self._delete = redis.register_script(_DELETE)
 
     async def fetch(self, key_id: str) -> KeyRecord | None:
         return _record(await self._redis.hgetall(_id_key(key_id)))
@@ -189,58 +228,50 @@ class KeyStore:
             expires_at=expires_at,
             allow_ips=tuple(allow_ips),
         )
-        if not await self._redis.set(_name_key(name), record.key_id, nx=True):
+        created = await self._create(
+            keys=[_name_key(name), _id_key(record.key_id), _IDS],
+            args=[record.key_id, *_pairs(record.to_redis())],
+        )
+        if not created:
             raise KeyStoreError(f"a key named {name!r} exists already (rotate or delete it)")
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(_id_key(record.key_id), mapping=record.to_redis())
-            pipe.sadd(_IDS, record.key_id)
-            await pipe.execute()
         return NewKey(key=key, record=record)
 
     async def rotate(
         self, name: str, *, grace_s: float, prefix: str, hasher: SecretHasher
     ) -> NewKey:
         """Issue a new key under `name`; the old one keeps working for `grace_s` seconds."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(_name_key(name))
-                    old = await self._current(name, pipe)
-                    if old.revoked:
-                        raise KeyStoreError(f"key {name!r} is revoked: delete it and create anew")
-                    now = self._clock()
-                    key, parsed = generate_key(prefix, old.environment)
-                    # The new key lives as long as the old one was made to: copying the old
-                    # end would issue a key as close to expiry as the one it replaces, or
-                    # already expired when an expired key is rotated.
-                    lifetime = None if old.expires_at is None else old.expires_at - old.created_at
-                    new = replace(
-                        old,
-                        key_id=parsed.key_id,
-                        hash=hasher.hash(parsed.secret),
-                        created_at=now,
-                        expires_at=None if lifetime is None else now + lifetime,
-                        rotated_from=old.key_id,
-                        rotated_to=None,
-                        last_used_at=None,
-                        exposed=False,
-                    )
-                    grace_end = now + max(grace_s, 0.0)
-                    old_end = (
-                        grace_end if old.expires_at is None else min(old.expires_at, grace_end)
-                    )
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.hset(_id_key(new.key_id), mapping=new.to_redis())
-                    pipe.sadd(_IDS, new.key_id)
-                    pipe.hset(
-                        _id_key(old.key_id),
-                        mapping={"rotated_to": new.key_id, "expires_at": repr(old_end)},
-                    )
-                    pipe.set(_name_key(name), new.key_id)
-                    await pipe.execute()
-                    break
-                except WatchError:
-                    continue  # someone else changed the name meanwhile: read again
+        while True:
+            old = await self._current(name)
+            if old.revoked:
+                raise KeyStoreError(f"key {name!r} is revoked: delete it and create anew")
+            now = self._clock()
+            key, parsed = generate_key(prefix, old.environment)
+            # The new key lives as long as the old one was made to: copying the old end
+            # would issue a key as close to expiry as the one it replaces, or already
+            # expired when an expired key is rotated.
+            lifetime = None if old.expires_at is None else old.expires_at - old.created_at
+            new = replace(
+                old,
+                key_id=parsed.key_id,
+                hash=hasher.hash(parsed.secret),
+                created_at=now,
+                expires_at=None if lifetime is None else now + lifetime,
+                rotated_from=old.key_id,
+                rotated_to=None,
+                last_used_at=None,
+                exposed=False,
+            )
+            grace_end = now + max(grace_s, 0.0)
+            old_end = grace_end if old.expires_at is None else min(old.expires_at, grace_end)
+            outcome = await self._rotate(
+                keys=[_name_key(name), _id_key(old.key_id), _id_key(new.key_id), _IDS],
+                args=[old.key_id, new.key_id, repr(old_end), *_pairs(new.to_redis())],
+            )
+            if outcome == -1:
+                raise KeyStoreError(f"key {name!r} is revoked: delete it and create anew")
+            if outcome == 1:
+                break
+            # 0: someone rotated, deleted or re-created the name meanwhile: read again.
         await self._announce(old.key_id)
         return NewKey(key=key, record=new)
 
@@ -258,12 +289,9 @@ class KeyStore:
         ids = [record.key_id for record in await self.records_named(name)]
         if not ids:
             raise KeyStoreError(f"no key named {name!r}")
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for key_id in ids:
-                pipe.delete(_id_key(key_id))
-                pipe.srem(_IDS, key_id)
-            pipe.delete(_name_key(name))
-            await pipe.execute()
+        await self._delete(
+            keys=[_name_key(name), _IDS, *(_id_key(key_id) for key_id in ids)], args=ids
+        )
         await self._announce(*ids)
         return ids
 
@@ -293,11 +321,11 @@ class KeyStore:
     async def _set_field(self, key_ids: list[str], name: str, value: str) -> None:
         await self._set_if_present(keys=[_id_key(key_id) for key_id in key_ids], args=[name, value])
 
-    async def _current(self, name: str, client: aioredis.Redis) -> KeyRecord:
-        key_id = await client.get(_name_key(name))
+    async def _current(self, name: str) -> KeyRecord:
+        key_id = await self._redis.get(_name_key(name))
         if key_id is None:
             raise KeyStoreError(f"no key named {name!r}")
-        record = _record(await client.hgetall(_id_key(_text(key_id))))
+        record = _record(await self._redis.hgetall(_id_key(_text(key_id))))
         if record is None:
             raise KeyStoreError(f"key {name!r} has no record (delete it and create anew)")
         return record

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from sidecar.config import Rate
+from sidecar.redis_conn import RedisClient
 
 # INCR and the window's expiry in one step, so concurrent replicas never lose a count and a
 # key never outlives its window (memory stays bounded by the number of active clients).
@@ -45,7 +44,7 @@ class Window:
 class RateLimiter:
     """`hit` counts one event for a subject; `peek` reads the count without adding to it."""
 
-    def __init__(self, redis: aioredis.Redis, name: str, rate: Rate) -> None:
+    def __init__(self, redis: RedisClient, name: str, rate: Rate) -> None:
         self._redis = redis
         self._prefix = f"sidecar:rl:{name}:"
         self._rate = rate

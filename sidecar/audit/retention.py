@@ -6,14 +6,15 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from sidecar.redis_conn import RedisClient
 
 TRIM_EVERY_S = 3600.0
 
 
 async def trim_older_than(
-    redis: aioredis.Redis, stream: str, days: int, *, now: float | None = None
+    redis: RedisClient, stream: str, days: int, *, now: float | None = None
 ) -> int:
     """Drop entries older than `days`, judged by the time inside each stream id."""
     cutoff_ms = int(((now or time.time()) - days * 86400) * 1000)
@@ -21,7 +22,7 @@ async def trim_older_than(
 
 
 async def keep_trimmed(
-    redis: aioredis.Redis,
+    redis: RedisClient,
     streams: Sequence[str],
     days: int,
     *,

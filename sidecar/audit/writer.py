@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
 from sidecar.audit.spool import Spool, SpooledRecord, SpoolFull
+from sidecar.redis_conn import RedisClient
 
 log = structlog.get_logger("sidecar.audit.writer")
 
@@ -60,7 +60,7 @@ class WriterHooks:
 
 @dataclass
 class DurableStreamWriter:
-    redis: aioredis.Redis
+    redis: RedisClient
     stream: str
     field_name: str
     spool: Spool
