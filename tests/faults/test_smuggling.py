@@ -8,14 +8,16 @@ those, and the vectors it lacks, is sent with a valid request glued behind it.
 
 from __future__ import annotations
 
+import re
 import ssl
 
 import pytest
 
-from tests.conftest import Proxy
+from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import raw_tls_exchange
 from tests.test_headers_everywhere import (
     MALFORMED,
+    ROUTES,
     assert_problem,
     assert_security_headers,
     raw_security_headers,
@@ -78,3 +80,52 @@ async def test_nothing_behind_a_malformed_request_is_served(
     async with proxy.request("GET", "/public/marker") as marker:
         assert marker.status == 200
     assert [seen.path for seen in upstream.seen] == ["/public/marker"]
+
+
+# A refusal that comes before the body is read (no route, no key, a key in the URL, a bad
+# path) must still consume that body as a body: a server that parsed it as the next request
+# would serve whatever the attacker hid there (a CL.0 desync).
+HIDDEN = b"GET /public/smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"
+KEY_SHAPED = b"sk_live_" + b"A" * 17 + b"_" + b"A" * 49
+
+
+def with_length(target: bytes) -> bytes:
+    return (
+        b"POST " + target + b" HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(HIDDEN) + HIDDEN
+    )
+
+
+def chunked(target: bytes) -> bytes:
+    return (
+        b"POST " + target + b" HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
+        b"\r\n%x\r\n" % len(HIDDEN) + HIDDEN + b"\r\n0\r\n\r\n"
+    )
+
+
+REFUSED_WITH_A_BODY = [
+    pytest.param(with_length(b"/nowhere"), 403, id="no-route"),
+    pytest.param(chunked(b"/nowhere"), 403, id="no-route-chunked"),
+    pytest.param(with_length(b"/v1/orders"), 401, id="no-key"),
+    pytest.param(chunked(b"/v1/orders"), 401, id="no-key-chunked"),
+    pytest.param(with_length(b"/public/x?key=" + KEY_SHAPED), 400, id="key-in-url"),
+    pytest.param(with_length(b"/public/a/../b"), 400, id="dot-segment"),
+]
+AFTER = b"GET /public/after HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
+
+
+@pytest.mark.parametrize(("refused", "status"), REFUSED_WITH_A_BODY)
+async def test_a_request_hidden_in_a_refused_body_is_never_served(
+    start_proxy: ProxyFactory,
+    upstream: UpstreamServer,
+    client_ssl: ssl.SSLContext,
+    refused: bytes,
+    status: int,
+) -> None:
+    proxy: Proxy = await start_proxy(routes=ROUTES)
+    response = await raw_tls_exchange(proxy.server.proxy_port, refused + AFTER, client_ssl)
+    statuses = [int(code) for code in STATUS_LINE.findall(response.raw)]
+    # The refusal, then (unless the proxy chose to close) the request that really came next.
+    assert statuses in ([status], [status, 200]), response.raw[:300]
+    assert [seen.path for seen in upstream.seen] == ["/public/after"] * (len(statuses) - 1)
