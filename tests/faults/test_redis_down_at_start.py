@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from sidecar.embedded_redis import EmbeddedRedis
+from sidecar.keys import generate_key
 from tests.helpers import (
     SidecarProcess,
     free_port,
@@ -108,6 +109,13 @@ async def test_a_sidecar_started_before_its_redis_serves_and_becomes_ready_by_it
             session, proxy_url + "/public/early", headers={"X-Request-Id": early_id}
         )
         assert public[0] == 200
+        # A key cannot be checked: 503 (come back later), not 401 (go away) and never 200.
+        unknown, _ = generate_key("sk", "live")
+        async with session.get(
+            proxy_url + "/v1/orders/1", headers={"Authorization": f"Bearer {unknown}"}
+        ) as refused:
+            assert refused.status == 503
+            assert int(refused.headers["Retry-After"]) >= 1
 
         await asyncio.to_thread(late_redis.start)
 
