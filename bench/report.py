@@ -144,6 +144,13 @@ def render(results: Results) -> str:
         ],
     )
     lines += _profile_section(results)
+    lines += ["## What the sidecars logged (warnings and errors)", ""]
+    if not results.log_complaints:
+        lines += ["nothing", ""]
+    for target, found in results.log_complaints.items():
+        lines += [f"- {target}:", *(f"  - {n} x `{text}`" for text, n in found.items())]
+    if results.log_complaints:
+        lines.append("")
     if results.notes:
         lines += ["## Notes", "", *(f"- {note}" for note in results.notes), ""]
     return "\n".join(lines)
@@ -213,8 +220,8 @@ def _flood_section(results: Results) -> list[str]:
 
 def _memory_section(results: Results) -> list[str]:
     lines = ["## Memory (VmRSS; one process per target)", ""]
-    for target, start in results.rss_at_start.items():
-        lines.append(f"- after start-up and one request, {target}: {start:.1f} MiB")
+    for label, start in results.rss_at_start.items():
+        lines.append(f"- {label}: {start:.1f} MiB")
     for target in (SIDECAR, SIDECAR_INFO, SIDECAR_WORKERS, FLOOD_SINGLE, FLOOD_MANY):
         peak = results.rss_under_load(target)
         if peak is not None:

@@ -107,6 +107,7 @@ class Results:
     profile: ProfileSummary | None = None
     profile_note: str = ""
     notes: list[str] = field(default_factory=list)
+    log_complaints: dict[str, dict[str, int]] = field(default_factory=dict)  # target → text → n
 
     def targets(self) -> list[str]:
         seen: dict[str, None] = {}

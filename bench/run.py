@@ -23,7 +23,7 @@ from pathlib import Path
 
 import redis
 
-from bench import nginx, profile, report, sidecar_target, wrk
+from bench import logscan, nginx, profile, report, sidecar_target, wrk
 from bench.payloads import REQUEST_BODY, ROUTE_PATH
 from bench.private import write_private
 from bench.processes import REPO_ROOT, Child, python_module, raise_open_files_limit, wait_for_port
@@ -244,11 +244,12 @@ class Bench:
         wait_for_port(ports.health, child)
         return SidecarProcess(child, ports)
 
-    def note_start_rss(self) -> None:
-        """VmRSS of each sidecar after one request: the floor everything else is above."""
-        for name, process in ((SIDECAR, self._sidecar), (SIDECAR_INFO, self._sidecar_info)):
-            if process is not None:
-                self.results.rss_at_start[name] = _settled_rss(process.child.pid)
+    def note_start_rss(self, when: str) -> None:
+        """VmRSS of `sidecar` and of `naive`: the floors everything else is above."""
+        for target in self.targets:
+            if target.name in (SIDECAR, NAIVE):
+                label = f"{target.name}, {when}"
+                self.results.rss_at_start[label] = _settled_rss(target.pid)
 
     def check_targets(self) -> None:
         """One request to each target before any load: a wrong route or key shows up here,
@@ -477,6 +478,16 @@ class Bench:
             f"{frames}. Raw stacks: bench/out/profile-raw.txt."
         )
 
+    def scan_logs(self) -> None:
+        """Warnings and errors each sidecar logged (its log dies with the temp folder)."""
+        for target in self.targets:
+            if target.sidecar is None or target.name == FLOOD_MANY:
+                continue
+            name = target.name if target.flood is None else "sidecar + floods"
+            found = logscan.complaints(target.sidecar.child.log_path)
+            if found:
+                self.results.log_complaints[name] = dict(found.most_common(10))
+
     def count_argon2(self, finished: float) -> None:
         sidecar = self._sidecar
         assert sidecar is not None
@@ -628,8 +639,9 @@ def run(options: Options) -> Results:
         print(bench.results.workers, flush=True)
         print("starting redis, upstream, naive proxy, sidecars, nginx …", flush=True)
         bench.start()
+        bench.note_start_rss("started, no request yet")
         bench.check_targets()
-        bench.note_start_rss()
+        bench.note_start_rss("after one request (the sidecar's first argon2 run)")
         print(f"warm-up ({options.warmup_s:g} s per target)", flush=True)
         bench.warm_up()
         print(f"{options.rounds} rounds of {options.duration_s:g} s, rotating order", flush=True)
@@ -643,6 +655,7 @@ def run(options: Options) -> Results:
             bench.profile_sidecar()
         else:
             bench.results.profile_note = "not profiled: run with --profile (needs py-spy)"
+        bench.scan_logs()
         results = bench.results
     results.notes += NOTES
     text = report.render(results)
