@@ -2,8 +2,8 @@
 Cluster. Every call is capped by `redis.timeout_s` (per network round trip).
 
 The rest of the code sees one `RedisClient` and never asks which kind it holds: everything it
-does works the same on all three, because every multi-key operation (a Lua script, a MULTI)
-names keys of one hash slot (`{keys}` for the key store, `{<stream>}` for a stream writer's
+does works the same on all three, because every multi-key operation (a Lua script) names
+keys of one hash slot (`{keys}` for the key store, `{<stream>}` for a stream writer's
 marks). The one difference that cannot be hidden in the client, where a subscriber connects,
 lives here too (`create_pubsub_opener`).
 """
@@ -70,7 +70,7 @@ def create_pubsub_opener(settings: RedisSettings, client: RedisClient) -> PubSub
     attempt after a node dies goes to another one).
 
     A subscriber's connection never retries on its own: a broken connection must reach the
-    listener, which clears its cache on resubscribing (announcements made meanwhile are lost).
+    listener, which expires its cache on resubscribing (announcements made meanwhile are lost).
     """
     timeout = settings.timeout_s
     if isinstance(client, RedisCluster):

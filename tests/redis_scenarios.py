@@ -19,6 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from sidecar.audit.retention import trim_older_than
 from sidecar.config import Argon2
 from sidecar.config import Redis as RedisSettings
 from sidecar.embedded_redis import EmbeddedRedis
@@ -233,8 +234,12 @@ async def keys_audit_events_and_revocation(
 
         counts = await stream_counts(client, AUDIT_STREAM, b"record")
         assert counts[ok.request_id] == 1  # still once, after everything since
+        assert await trim_older_than(client, AUDIT_STREAM, 90) == 0  # retention's XTRIM
         async with proxy.session.get(proxy.health_url + "/readyz") as response:
             assert response.status == 200, await response.text()
+        # Nothing the sidecar sent (scripts, pipelines, XTRIM at start-up, PUBLISH,
+        # SUBSCRIBE, PING) was refused by this topology.
+        assert metric_value(await metrics(proxy), "sidecar_redis_errors_total") == 0
 
 
 async def failover_keeps_serving_and_recovers(
