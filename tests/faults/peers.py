@@ -28,7 +28,6 @@ class RawUpstream:
     entered: asyncio.Event = field(default_factory=asyncio.Event)  # a request head arrived
     peer_gone: asyncio.Event = field(default_factory=asyncio.Event)  # the proxy hung up
     cue: asyncio.Event = field(default_factory=asyncio.Event)  # the test says "go on"
-    connections: int = 0
 
     @property
     def url(self) -> str:
@@ -68,7 +67,6 @@ async def raw_upstream(script: Script) -> AsyncIterator[RawUpstream]:
     async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         open_writers.add(writer)
         finished.clear()
-        state.connections += 1
         try:
             head = await read_head(reader)
             state.heads.append(head)

@@ -80,9 +80,9 @@ def assert_unavailable(answer: Answer) -> None:
 
 
 async def test_redis_going_away_and_coming_back(
-    start_proxy: ProxyFactory,
     own_redis: EmbeddedRedis,
     own_redis_client: aioredis.Redis,
+    start_proxy: ProxyFactory,  # after own_redis: the sidecar stops before its Redis does
     upstream: UpstreamServer,
 ) -> None:
     # A short TTL: during the outage the cached key is past it and stale_if_error alone
@@ -170,7 +170,7 @@ async def test_redis_going_away_and_coming_back(
 
 
 async def test_a_stalled_redis_costs_redis_timeout_not_a_hang(
-    start_proxy: ProxyFactory, own_redis: EmbeddedRedis, own_redis_client: aioredis.Redis
+    own_redis: EmbeddedRedis, own_redis_client: aioredis.Redis, start_proxy: ProxyFactory
 ) -> None:
     proxy: Proxy = await start_proxy(
         redis={"url": own_redis.url, "timeout_s": REDIS_TIMEOUT_S},

@@ -83,6 +83,7 @@ async def test_an_upstream_that_switches_protocols_anyway_is_a_502(
             await writer.drain()
             answer = await asyncio.wait_for(read_response(reader), 5)
             assert answer.status == 502, answer
+            assert b"upgrade:" not in upstream.heads[0].lower()  # it was never asked to
             assert answer.headers["content-type"].startswith("application/problem+json")
             # The upstream's connection is dropped, not pooled for the next request.
             await asyncio.wait_for(upstream.peer_gone.wait(), 3)
