@@ -193,10 +193,12 @@ async def test_a_malformed_upstream_answer_is_a_502(
         assert seconds < 2.0, f"a malformed answer took {seconds:.2f}s to report"
 
 
-async def upload_forever(writer: asyncio.StreamWriter, stop: asyncio.Event) -> None:
-    """A request body that keeps coming (a slow client) until the test hangs up."""
+async def upload_slowly(writer: asyncio.StreamWriter, stop: asyncio.Event) -> None:
+    """A request body that keeps coming, slowly, until the test hangs up (20 s at most)."""
     with contextlib.suppress(ConnectionError, ssl.SSLError):
-        while not stop.is_set():
+        for _ in range(2000):
+            if stop.is_set():
+                return
             writer.write(b"u" * 1024)
             await writer.drain()
             await asyncio.sleep(0.01)  # a stimulus: a client that uploads slowly
@@ -224,27 +226,27 @@ async def test_a_client_that_hangs_up_ends_the_upstream_request(
         )
         stop_upload = asyncio.Event()
         uploading: asyncio.Task[None] | None = None
-        if phase == "mid-upload":
-            writer.write(
-                b"POST /public/upload HTTP/1.1\r\nHost: localhost\r\n"
-                b"Content-Type: application/octet-stream\r\nContent-Length: 10000000\r\n\r\n"
-            )
-            uploading = asyncio.create_task(upload_forever(writer, stop_upload))
-        else:
-            writer.write(b"GET /public/slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            await writer.drain()
-        await asyncio.wait_for(upstream.entered.wait(), 5)
-        if phase == "mid-download":
-            # The response is under way: its head and first bytes reach the client.
-            assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(
-                b"HTTP/1.1 200"
-            )
-        assert not upstream.peer_gone.is_set()
-
-        stop_upload.set()
-        if uploading is not None:
-            await uploading
-        writer.transport.abort()  # the client is gone, no goodbye
+        try:
+            if phase == "mid-upload":
+                writer.write(
+                    b"POST /public/upload HTTP/1.1\r\nHost: localhost\r\n"
+                    b"Content-Type: application/octet-stream\r\nContent-Length: 10000000\r\n\r\n"
+                )
+                uploading = asyncio.create_task(upload_slowly(writer, stop_upload))
+            else:
+                writer.write(b"GET /public/slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                await writer.drain()
+            await asyncio.wait_for(upstream.entered.wait(), 5)
+            if phase == "mid-download":
+                # The response is under way: its head and first bytes reach the client.
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                assert head.startswith(b"HTTP/1.1 200")
+            assert not upstream.peer_gone.is_set()
+        finally:
+            stop_upload.set()
+            if uploading is not None:
+                await uploading
+            writer.transport.abort()  # the client is gone, no goodbye
 
         # The proxy must not keep the upstream working for a client that is not there.
         await asyncio.wait_for(upstream.peer_gone.wait(), 3)
