@@ -128,9 +128,9 @@ class Pipeline:
             exchange.extra["reason"] = exc.event or exc.detail
             if exc.event is not None:
                 self._emit(request, exchange, exc)
-        except asyncio.CancelledError:
-            # The client went away (aiohttp cancels the handler). What already reached the
-            # upstream is still recorded: 499, nginx's "client closed request".
+        except (asyncio.CancelledError, ConnectionResetError):
+            # The client went away: aiohttp cancels the handler, or writing to it fails. What
+            # already reached the upstream is still recorded: 499, "client closed request".
             exchange.status = CLIENT_GONE
             self._record(request, exchange, None, started)
             self._finish(request, exchange, started)

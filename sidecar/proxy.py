@@ -139,7 +139,12 @@ class UpstreamClient:
                 async for chunk in upstream.content.iter_chunked(_CHUNK):
                     if capture is not None:
                         capture.feed(chunk)
-                    await response.write(chunk)
+                    try:
+                        await response.write(chunk)
+                    except ConnectionResetError:
+                        # The client went away. aiohttp's error for it is also a ClientError;
+                        # a plain one keeps it from passing for an upstream failure below.
+                        raise ConnectionResetError("the client closed the connection") from None
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise UpstreamAborted(type(exc).__name__) from None
             await response.write_eof()

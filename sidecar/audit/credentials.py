@@ -63,6 +63,23 @@ NOT_CREDENTIALS = frozenset(
     }
 )
 
+# A superset test for the fast path: any name `is_credential_name` accepts contains one of
+# these once lower-cased with `-`, `_` and spaces removed (see `might_name_credentials`).
+_ANY_CREDENTIAL_WORD = re.compile(
+    "|".join(
+        re.escape(word)
+        for word in sorted(CREDENTIAL_NAMES | set(CREDENTIAL_SUFFIXES), key=len, reverse=True)
+    )
+)
+_SQUEEZE = str.maketrans("", "", "-_ ")
+
+
+def might_name_credentials(text: str) -> bool:
+    """False only when no field in `text` can be credential-named: lets the guard skip the
+    parse and walk for the common body. (Escaped names are the caller's to rule out.)"""
+    return _ANY_CREDENTIAL_WORD.search(text.lower().translate(_SQUEEZE)) is not None
+
+
 _NAME_PARTS = re.compile(r"[\[\].]+")
 _IGNORED = re.compile(r"[-_ ]+")
 _LABEL_MAX = 100

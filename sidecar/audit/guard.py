@@ -24,12 +24,13 @@ from typing import Literal
 from urllib.parse import quote_plus, unquote_plus
 
 from sidecar.audit import jsondoc
-from sidecar.audit.cards import mask_cards
+from sidecar.audit.cards import mask_cards, might_hold_cards
 from sidecar.audit.credentials import (
     REDACTED,
     finding_label,
     is_credential_name,
     is_empty,
+    might_name_credentials,
     redact_credential_pairs,
 )
 from sidecar.config import RouteMap
@@ -87,6 +88,9 @@ def guard_body(
     mapping = route_map is not None and bool(route_map.drop or route_map.rename)
     if not body or kind is None or not (scan.cards or scan.credentials or mapping):
         return GuardResult(body, False, ())
+    as_is = _charset_codec(content_type) is None  # an ASCII-compatible encoding
+    if not mapping and as_is and not _worth_scanning(body.decode("latin-1"), kind, scan):
+        return GuardResult(body, False, ())
     new: bytes | None
     if kind == "json":
         new = _guard_json(body, scan, route_map)
@@ -114,9 +118,10 @@ def redact_text(
     pairs and card masking. Unchanged text is returned as it was.
     """
     scan = _Scan(cards=card_numbers != "off", credentials=credentials != "off")
-    if not text or not (scan.cards or scan.credentials):
+    kind = body_kind(content_type)
+    if not text or not (scan.cards or scan.credentials) or not _worth_scanning(text, kind, scan):
         return text
-    return _redact_any(text, scan, body_kind(content_type), parse_json=True)
+    return _redact_any(text, scan, kind, parse_json=True)
 
 
 def redact_bytes(
@@ -127,8 +132,22 @@ def redact_bytes(
     if not data or not (scan.cards or scan.credentials):
         return data
     text = data.decode("utf-8", "surrogateescape")
+    as_is = _charset_codec(content_type) is None
+    if as_is and not _worth_scanning(text, body_kind(content_type), scan):
+        return data
     masked = _redact_any(text, scan, body_kind(content_type), parse_json=False)
     return data if masked is text else masked.encode("utf-8", "surrogateescape")
+
+
+def _worth_scanning(text: str, kind: BodyKind | None, scan: _Scan) -> bool:
+    """The fast path, for most bodies: no run of 13 digits and no credential word anywhere
+    means nothing to find, without parsing. Bodies that could spell a name or a digit in an
+    escape (JSON `\\u`, form `%` or `+`) always get the full scan."""
+    if "\\u" in text or (kind == "form" and ("%" in text or "+" in text)):
+        return True
+    if scan.cards and might_hold_cards(text):
+        return True
+    return scan.credentials and might_name_credentials(text)
 
 
 @dataclass(slots=True)
