@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import ipaddress
 import secrets
 import time
@@ -122,9 +123,11 @@ class Authenticator:
     async def _verify(
         self, key_id: str, secret: str, digest: bytes, client_ip: str, stale: CacheHit | None
     ) -> KeyRecord:
+        # This very key string was verified against this hash before (the digest matched a
+        # cache entry): if the stored hash is unchanged, argon2 would only say yes again.
+        proven = stale.record.hash if stale is not None else None
         try:
-            await self._refuse_blocked_ip(client_ip)
-            return await self._verify_once(key_id, secret, digest)
+            return await self._verify_once(key_id, secret, digest, client_ip, proven)
         except (RedisError, OSError):
             self._metrics.redis_errors.inc()
             if stale is not None:
@@ -133,12 +136,10 @@ class Authenticator:
             raise Unavailable(
                 "the key store is unreachable and this key is not cached", retry_after=1
             ) from None
-        except AuthenticationFailed as exc:
-            if exc.event in ("unknown_key", "invalid_secret"):
-                await self._count_failure(client_ip)
-            raise
 
-    async def _verify_once(self, key_id: str, secret: str, digest: bytes) -> KeyRecord:
+    async def _verify_once(
+        self, key_id: str, secret: str, digest: bytes, client_ip: str, proven: str | None
+    ) -> KeyRecord:
         """Concurrent requests with the same uncached key share one look-up and one argon2
         run: a cold burst must not cost argon2 once per request (SPEC §4: once per key)."""
         flight_key = (key_id, digest)
@@ -147,7 +148,7 @@ class Authenticator:
             hit = self.cache.get(key_id, digest)
             if hit is not None and hit.fresh:
                 return hit.record  # verified by another request while this one awaited Redis
-            flight = asyncio.create_task(self._look_up(key_id, secret, digest))
+            flight = asyncio.create_task(self._look_up(key_id, secret, digest, client_ip, proven))
             self._in_flight[flight_key] = flight
             flight.add_done_callback(lambda done: self._landed(flight_key, done))
         # Shielded: a client that goes away must not cancel the verification others await.
@@ -159,14 +160,20 @@ class Authenticator:
         if not flight.cancelled():
             flight.exception()  # retrieved here: every waiter may have gone away meanwhile
 
-    async def _look_up(self, key_id: str, secret: str, digest: bytes) -> KeyRecord:
+    async def _look_up(
+        self, key_id: str, secret: str, digest: bytes, client_ip: str, proven: str | None
+    ) -> KeyRecord:
         record = await self._store.fetch(key_id)
         if record is None:
             # As slow as a wrong secret: the clock must not tell a guesser which ids exist.
+            await self._count_attempt(client_ip)
             await self._argon2(self._decoy_hash, secret)
             raise AuthenticationFailed(_UNKNOWN, event="unknown_key", key_id=key_id)
-        if not await self._argon2(record.hash, secret):
-            raise AuthenticationFailed(_UNKNOWN, event="invalid_secret", key_id=key_id)
+        if proven is None or not hmac.compare_digest(proven, record.hash):
+            await self._count_attempt(client_ip)
+            if not await self._argon2(record.hash, secret):
+                raise AuthenticationFailed(_UNKNOWN, event="invalid_secret", key_id=key_id)
+            await self._refund_attempt(client_ip)
         if record.environment != self._environment:
             raise AuthenticationFailed(
                 "the key belongs to another environment",
@@ -224,18 +231,21 @@ class Authenticator:
             raise RateLimitExceeded("the key's rate limit is exceeded", window)
         return window
 
-    async def _refuse_blocked_ip(self, client_ip: str) -> None:
+    async def _count_attempt(self, client_ip: str) -> None:
+        """`rate_limits.failed_auth_per_ip`, counted before each argon2 run a client address
+        causes and given back when the key proves valid. Counting first (not after the
+        failure) means a flood cannot outrun its own counter, and the refusal costs no argon2."""
         if self._failed_per_ip is None:
             return
-        window = await self._failed_per_ip.peek(client_ip)
-        if window.count >= window.limit:
+        window = await self._failed_per_ip.hit(client_ip)
+        if window.exceeded:
             raise RateLimitExceeded("too many failed authentications from this address", window)
 
-    async def _count_failure(self, client_ip: str) -> None:
+    async def _refund_attempt(self, client_ip: str) -> None:
         if self._failed_per_ip is None:
             return
         try:
-            await self._failed_per_ip.hit(client_ip)
+            await self._failed_per_ip.refund(client_ip)
         except (RedisError, OSError):
             self._metrics.redis_errors.inc()
 

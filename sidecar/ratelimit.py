@@ -19,6 +19,14 @@ return {n, ttl}
 """
 
 
+# Give back one count, only within a live window (a DECR on an expired key would leave a
+# key without expiry behind).
+_REFUND = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     limit: int
@@ -42,7 +50,7 @@ class Window:
 
 
 class RateLimiter:
-    """`hit` counts one event for a subject; `peek` reads the count without adding to it."""
+    """`hit` counts one event for a subject; `refund` gives one back."""
 
     def __init__(self, redis: RedisClient, name: str, rate: Rate) -> None:
         self._redis = redis
@@ -50,15 +58,12 @@ class RateLimiter:
         self._rate = rate
         self._window_ms = max(1, int(rate.per_seconds * 1000))
         self._script = redis.register_script(_SCRIPT)
+        self._refund = redis.register_script(_REFUND)
 
     async def hit(self, subject: str) -> Window:
         count, ttl = await self._script(keys=[self._prefix + subject], args=[self._window_ms])
         return Window(self._rate.requests, int(count), int(ttl))
 
-    async def peek(self, subject: str) -> Window:
-        key = self._prefix + subject
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(key)
-            pipe.pttl(key)
-            count, ttl = await pipe.execute()
-        return Window(self._rate.requests, int(count or 0), max(int(ttl), 0))
+    async def refund(self, subject: str) -> None:
+        """Take back one `hit` that turned out not to count (a verification that succeeded)."""
+        await self._refund(keys=[self._prefix + subject])
