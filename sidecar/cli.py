@@ -12,7 +12,7 @@ from typing import Any
 
 from sidecar import cli_audit, cli_keys
 from sidecar.config import Settings, config_named, config_path, load_settings
-from sidecar.errors import ConfigError, SidecarError
+from sidecar.errors import ConfigError, SidecarError, UsageError
 from sidecar.logs import configure_logging
 from sidecar.tls import check_certificate, create_server_context
 
@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         _report_config(exc, as_json=args.json)
         return EXIT_USAGE
-    except (cli_keys.UsageError, cli_audit.UsageError) as exc:
+    except UsageError as exc:
         print(f"sidecar: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except SidecarError as exc:

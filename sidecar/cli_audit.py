@@ -17,18 +17,14 @@ from sidecar.audit.crypto import BodyCipher
 from sidecar.audit.trail import RECORD_FIELD
 from sidecar.config import Settings
 from sidecar.durations import parse_duration
-from sidecar.errors import SidecarError
+from sidecar.errors import UsageError
 from sidecar.events import EVENT_FIELD
-from sidecar.redis_conn import RedisClient, create_redis, redacted_url
+from sidecar.redis_conn import RedisClient, create_redis, unreachable
 from sidecar.routes import compile_glob
 
 _PAGE = 500
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _STATUS = re.compile(r"^([1-5])(xx|\d\d)$")
-
-
-class UsageError(SidecarError):
-    """A command-line value that cannot be used (exit 2)."""
 
 
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -90,9 +86,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"(no entries in {stream})")
         return 0
     except (RedisError, OSError) as exc:
-        raise SidecarError(
-            f"cannot reach Redis at {redacted_url(settings.redis.url)} ({type(exc).__name__})"
-        ) from None
+        raise unreachable(settings.redis.url, exc) from None
     finally:
         if follow:
             _restore_signals()

@@ -14,16 +14,12 @@ from redis.exceptions import RedisError
 
 from sidecar.config import SCOPE_SHAPE, Settings
 from sidecar.durations import iso, parse_duration, parse_moment
-from sidecar.errors import SidecarError
+from sidecar.errors import UsageError
 from sidecar.keys import SecretHasher
 from sidecar.keystore import KeyRecord, KeyStore, NewKey
-from sidecar.redis_conn import create_redis, redacted_url
+from sidecar.redis_conn import create_redis, unreachable
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-class UsageError(SidecarError):
-    """A command-line value that cannot be used (exit 2)."""
 
 
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -64,9 +60,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         _say(args, {"name": args.name, args.action + "d": ids}, f"{args.action}d {args.name}")
         return 0
     except (RedisError, OSError) as exc:
-        raise SidecarError(
-            f"cannot reach Redis at {redacted_url(settings.redis.url)} ({type(exc).__name__})"
-        ) from None
+        raise unreachable(settings.redis.url, exc) from None
     finally:
         await redis.aclose()
 

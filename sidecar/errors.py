@@ -20,6 +20,15 @@ class ConfigError(SidecarError):
         self.problems = problems
 
 
+class UsageError(SidecarError):
+    """A command-line value that cannot be used (exit 2)."""
+
+
+class RedisUnreachable(SidecarError):
+    """A command could not talk to Redis (exit 1). The message names the URL, never its
+    password."""
+
+
 class Rejected(SidecarError):
     """A request the proxy answers itself instead of forwarding.
 

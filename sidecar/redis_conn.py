@@ -26,6 +26,7 @@ from redis.exceptions import RedisClusterException, SlotNotCoveredError
 from yarl import URL
 
 from sidecar.config import Redis as RedisSettings
+from sidecar.errors import RedisUnreachable
 from sidecar.redis_url import SentinelUrl, is_sentinel_url, parse_sentinel_url, redacted_url
 
 __all__ = [
@@ -198,3 +199,8 @@ def _opener(make_client: Callable[[], Awaitable[Redis]]) -> PubSubOpener:
                 await client.aclose()
 
     return open_pubsub
+
+
+def unreachable(url: str, exc: BaseException) -> RedisUnreachable:
+    """The error a command reports when Redis does not answer: the URL without its password."""
+    return RedisUnreachable(f"cannot reach Redis at {redacted_url(url)} ({type(exc).__name__})")
