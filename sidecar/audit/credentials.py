@@ -63,21 +63,21 @@ NOT_CREDENTIALS = frozenset(
     }
 )
 
-# A superset test for the fast path: any name `is_credential_name` accepts contains one of
-# these once lower-cased with `-`, `_` and spaces removed (see `might_name_credentials`).
-_ANY_CREDENTIAL_WORD = re.compile(
-    "|".join(
-        re.escape(word)
-        for word in sorted(CREDENTIAL_NAMES | set(CREDENTIAL_SUFFIXES), key=len, reverse=True)
-    )
-)
-_SQUEEZE = str.maketrans("", "", "-_ ")
+# A superset test for the fast path: every name `is_credential_name` accepts contains one of
+# these anchors once lower-cased with `-`, `_` and spaces removed. Plain substring searches
+# run in C; a regex alternation of every name cost 10% of a request.
+_ANCHORS = ("pass", "pwd", "secret", "token", "apikey", "auth", "privatekey", "credential", "cv")
+assert all(
+    any(anchor in word for anchor in _ANCHORS)
+    for word in CREDENTIAL_NAMES | set(CREDENTIAL_SUFFIXES)
+), "every credential name must contain an anchor"
 
 
 def might_name_credentials(text: str) -> bool:
     """False only when no field in `text` can be credential-named: lets the guard skip the
     parse and walk for the common body. (Escaped names are the caller's to rule out.)"""
-    return _ANY_CREDENTIAL_WORD.search(text.lower().translate(_SQUEEZE)) is not None
+    squeezed = text.lower().replace("-", "").replace("_", "").replace(" ", "")
+    return any(anchor in squeezed for anchor in _ANCHORS)
 
 
 _NAME_PARTS = re.compile(r"[\[\].]+")

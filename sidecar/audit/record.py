@@ -13,6 +13,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import orjson
+
 from sidecar.audit.cards import mask_cards
 from sidecar.audit.credentials import is_credential_name
 from sidecar.audit.guard import redact_bytes, redact_text
@@ -177,9 +179,13 @@ def build_record(
 def dumps_record(record: Mapping[str, object]) -> bytes:
     """The record as compact UTF-8 JSON: one stream entry, one spool line."""
     try:
+        return orjson.dumps(record)  # the same compact JSON as json.dumps, ~5x faster
+    except orjson.JSONEncodeError:
+        pass  # a lone surrogate from a `\ud800` escape, or a float NaN: the careful way
+    try:
         text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         return text.encode(UTF8)
-    except UnicodeEncodeError:  # a lone surrogate from a `\ud800` escape: escape everything
+    except UnicodeEncodeError:  # escape everything
         return json.dumps(record, separators=(",", ":"), allow_nan=False).encode("ascii")
 
 
