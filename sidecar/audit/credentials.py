@@ -7,6 +7,7 @@ A name is compared case-insensitively with `-`, `_` and spaces ignored, so `clie
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -85,6 +86,7 @@ _IGNORED = re.compile(r"[-_ ]+")
 _LABEL_MAX = 100
 
 
+@functools.lru_cache(maxsize=4096)  # header and field names repeat from request to request
 def is_credential_name(name: str) -> bool:
     """Whether a field with this name holds a credential (its value is redacted, whatever it is)."""
     parts = [part for part in _NAME_PARTS.split(name) if part]
