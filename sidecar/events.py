@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime
+
+import orjson
 
 from sidecar.audit.writer import DurableStreamWriter
 from sidecar.metrics import Metrics
@@ -62,27 +63,7 @@ class EventLog:
         self._writer = writer
         self._metrics = metrics
 
-    def emit(
-        self,
-        event: str,
-        *,
-        request_id: str,
-        method: str,
-        path: str,
-        client_ip: str,
-        detail: str,
-        key_id: str | None = None,
-        key_name: str | None = None,
-    ) -> None:
-        self._metrics.auth_events.labels(event).inc()
-        document = build_event(
-            event,
-            request_id=request_id,
-            method=method,
-            path=path,
-            client_ip=client_ip,
-            detail=detail,
-            key_id=key_id,
-            key_name=key_name,
-        )
-        self._writer.submit(json.dumps(document, separators=(",", ":")).encode())
+    def emit(self, document: dict[str, object]) -> None:
+        """Count and queue one event built by `build_event`."""
+        self._metrics.auth_events.labels(str(document["event"])).inc()
+        self._writer.submit(orjson.dumps(document))

@@ -34,7 +34,7 @@ from sidecar.errors import (
     Rejected,
     Unavailable,
 )
-from sidecar.events import EventLog
+from sidecar.events import EventLog, build_event
 from sidecar.headers import (
     REQUEST_ID_HEADER,
     client_address,
@@ -262,14 +262,16 @@ class Pipeline:
         elif isinstance(exchange.extra.get("key_id"), str):
             key_id = str(exchange.extra["key_id"])
         self._events.emit(
-            exc.event,
-            request_id=exchange.request_id,
-            method=request.method,
-            path=request.rel_url.path,
-            client_ip=exchange.client_ip,
-            detail=exc.detail,
-            key_id=key_id,
-            key_name=key_name,
+            build_event(
+                exc.event,
+                request_id=exchange.request_id,
+                method=request.method,
+                path=request.rel_url.path,
+                client_ip=exchange.client_ip,
+                detail=exc.detail,
+                key_id=key_id,
+                key_name=key_name,
+            )
         )
 
     def _decorate(self, response: web.StreamResponse, exchange: Exchange) -> web.StreamResponse:
