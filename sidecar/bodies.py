@@ -29,6 +29,7 @@ class Captures:
     request: BodyCapture
     response: BodyCapture
     mapped: CapturedBody | None = None  # None: forwarded exactly as received
+    screened: bool = False  # the guard read the whole body and found nothing to mask
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -77,6 +78,7 @@ async def prepare_request_body(
         result = inspect()
     else:
         result = await asyncio.get_running_loop().run_in_executor(None, inspect)
+    captures.screened = not result.findings
     if not result.changed:
         return Outgoing(data, rewritten=False)
     mapped = BodyCapture(captures.limit)

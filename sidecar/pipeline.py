@@ -315,6 +315,7 @@ class Pipeline:
             upstream_ms=None
             if exchange.upstream_seconds is None
             else exchange.upstream_seconds * 1000,
+            request_screened=captures.screened,
         )
 
     def _finish(self, request: web.BaseRequest, exchange: Exchange, started: float) -> None:

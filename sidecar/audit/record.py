@@ -131,14 +131,23 @@ def build_record(
     upstream_ms: float | None,
     card_numbers: str,
     credentials: str,
+    request_screened: bool = False,
 ) -> dict[str, object]:
     """The SPEC §7 record; `mapped_body` None means the body was forwarded as received.
+
+    `request_screened`: the data guard already read the whole request body with these modes
+    and found nothing, so masking it again would only cost time (a truncated capture is still
+    masked: its scan can differ from the guard's).
 
     The guard's masking (`card_numbers`, `credentials` modes other than off) is applied to both
     request bodies, to the response body, and to the path and query; headers are filtered
     again here, so a caller that forgot `recordable_headers` still leaks no credential header.
     """
-    masking = _Masking(card_numbers=card_numbers, credentials=credentials)
+    masking = _Masking(
+        card_numbers=card_numbers,
+        credentials=credentials,
+        request_clean=request_screened and not raw_body.truncated,
+    )
     request_headers = recordable_headers(request_headers.items(), None)
     response_headers = recordable_headers(response_headers.items(), None)
     raw_text, mapped_text, encoding = masking.request_bodies(
@@ -198,6 +207,7 @@ def _milliseconds(value: float) -> float | None:
 class _Masking:
     card_numbers: str
     credentials: str
+    request_clean: bool = False
 
     def text(self, text: str, content_type: str | None) -> str:
         return redact_text(
@@ -223,6 +233,8 @@ class _Masking:
         raw_text = _utf8(raw.data, truncated=raw.truncated)
         mapped_text = raw_text if mapped is None else _utf8(mapped.data, truncated=mapped.truncated)
         if raw_text is not None and mapped_text is not None:
+            if self.request_clean:
+                return raw_text, mapped_text, UTF8
             recorded = self.text(raw_text, content_type)
             if mapped is None:
                 return recorded, recorded, UTF8

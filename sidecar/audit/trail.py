@@ -55,6 +55,7 @@ class AuditTrail:
         response_body: CapturedBody,
         duration_ms: float,
         upstream_ms: float | None,
+        request_screened: bool = False,
     ) -> None:
         document = build_record(
             ts=timestamp(),
@@ -76,6 +77,7 @@ class AuditTrail:
             upstream_ms=None if upstream_ms is None else round(upstream_ms, 3),
             card_numbers=self._cards,
             credentials=self._credentials,
+            request_screened=request_screened,
         )
         if self._cipher is not None:
             document = self._cipher.encrypt_record(document)
