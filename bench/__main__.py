@@ -30,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--flood-rate", type=float, default=200.0, help="invalid keys per second")
     parser.add_argument(
+        "--slowloris",
+        type=int,
+        default=500,
+        help="slowloris connections held during one run on sidecar (0 skips)",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="py-spy profile of the sidecar (needs py-spy)"
     )
     parser.add_argument("--profile-seconds", type=int, default=10)
@@ -46,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _options(args: argparse.Namespace, argv: list[str]) -> Options:
     if args.rounds < 1 or args.duration < 1 or args.connections < 1 or args.threads < 1:
         raise SystemExit("--rounds, --duration, --connections and --threads must be ≥ 1")
+    if args.slowloris < 0:
+        raise SystemExit("--slowloris must be ≥ 0")
     quick = args.quick
     return Options(
         duration_s=2.0 if quick else args.duration,
@@ -59,6 +67,7 @@ def _options(args: argparse.Namespace, argv: list[str]) -> Options:
         profile_native=args.profile_native,
         idle_connections=min(args.idle_connections, 200) if quick else args.idle_connections,
         flood_rate=args.flood_rate,
+        slowloris=args.slowloris,
         command=shlex.join(["python", "-m", "bench", *argv]),
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -72,15 +73,25 @@ class RssSampler:
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self.max_mib: float = 0.0
         self.samples = 0
+        self.series: list[tuple[float, float]] = []  # (time.monotonic(), worst VmRSS MiB)
 
     def _sample(self) -> None:
         while not self._stop.is_set():
+            worst = None
             for pid in self._pids:
                 value = rss_mib(pid)
                 if value is not None:
                     self.max_mib = max(self.max_mib, value)
                     self.samples += 1
+                    worst = value if worst is None else max(worst, value)
+            if worst is not None:
+                self.series.append((time.monotonic(), worst))
             self._stop.wait(_INTERVAL_S)
+
+    def max_between(self, start: float, end: float) -> float | None:
+        """The highest sample taken within [start, end) (time.monotonic() values)."""
+        values = [mib for at, mib in self.series if start <= at < end]
+        return max(values) if values else None
 
     def __enter__(self) -> RssSampler:
         self._thread.start()

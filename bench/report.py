@@ -131,6 +131,7 @@ def render(results: Results) -> str:
     lines += _table(["ratio", "of medians", "median per round", "per round"], rows)
 
     lines += _flood_section(results)
+    lines += _slowloris_section(results)
     lines += _memory_section(results)
     lines += _argon2_section(results)
     lines += ["## Workers", "", results.workers, ""]
@@ -214,6 +215,64 @@ def _flood_section(results: Results) -> list[str]:
                 "flood client CPU",
             ],
             rows,
+        ),
+    ]
+
+
+def _slowloris_section(results: Results) -> list[str]:
+    run = results.slowloris
+    if run is None:
+        if not results.slowloris_note:
+            return []
+        return ["## Slowloris", "", results.slowloris_note, ""]
+    duration = float(str(results.settings["duration"]))
+    plain = results.summary(SIDECAR)
+    ratio = run.wrk.requests_per_s / plain.requests_per_s if plain else None
+    lifetime = (
+        f"{run.lifetime_median_s:.1f} s" if run.lifetime_median_s is not None else "no cut seen"
+    )
+    failures = ", ".join(f"{k}: {v}" for k, v in run.open_failures.items()) or "none"
+    row = [
+        f"{run.connections_open} of {run.connections_wanted}",
+        _num(run.wrk.requests_per_s),
+        _num(ratio, 2),
+        _num(run.wrk.p50_ms, 2),
+        _num(run.wrk.p99_ms, 2),
+        str(run.wrk.errors),
+        f"{run.rss_before_mib:.1f} / {_num(run.rss_first_cycle_mib, 1)} / "
+        f"{_num(run.rss_second_cycle_mib, 1)} / {run.rss_after_mib:.1f}",
+        f"{run.server_closed} / {run.reconnects}",
+        lifetime,
+    ]
+    return [
+        "## Slowloris",
+        "",
+        f"Valid load (the same wrk settings, one run of {duration:g} s) on "
+        "`sidecar` while a separate process (`bench/slowloris.py`) holds slowloris "
+        "connections to it: each sends a partial request head, then one header byte every "
+        "~2 s, never finishing it, and reopens as soon as the sidecar cuts it "
+        f"(`limits.header_timeout_s` = {run.header_timeout_s:g} s). The first opens are spread "
+        "over most of the header timeout, so cuts and reconnects (TLS handshakes) come in a "
+        "steady stream while wrk runs. RSS: the max while every connection is opened and cut "
+        "once (1st cycle), then over the next header timeout (2nd cycle: each cut and reopened "
+        "again); if the 2nd is not above the 1st, memory is bounded. Ratio: valid req/s over "
+        "`sidecar`'s median in the rounds above."
+        f" The slowloris process ran {run.seconds:.0f} s; opens that failed: "
+        f"{failures}.",
+        "",
+        *_table(
+            [
+                "slowloris open",
+                "valid req/s",
+                "/ sidecar",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "RSS MiB before / 1st cycle / 2nd cycle / after",
+                "cut by server / reopened",
+                "open → cut (median)",
+            ],
+            [row],
         ),
     ]
 

@@ -80,6 +80,28 @@ class IdleMemory:
 
 
 @dataclass(frozen=True, slots=True)
+class SlowlorisRun:
+    """Valid load on `sidecar` while a separate process holds slowloris connections to it."""
+
+    connections_wanted: int
+    connections_open: int  # open when the valid load started
+    wrk: WrkResult
+    rss_before_mib: float  # settled, before the slowloris process started
+    rss_max_mib: float  # highest sample from the first open until the process stopped
+    # Highest sample while every connection was opened and cut once, then during the next
+    # header timeout (each cut and reopened once more): bounded means no growth between them.
+    rss_first_cycle_mib: float | None
+    rss_second_cycle_mib: float | None
+    rss_after_mib: float  # settled, after the process stopped
+    server_closed: int  # slowloris connections the sidecar cut (its header timeout)
+    reconnects: int
+    open_failures: dict[str, int]
+    lifetime_median_s: float | None  # open → cut, median over the cut connections
+    seconds: float  # how long the slowloris process ran
+    header_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Argon2Count:
     """Counter values from the sidecars' /metrics after the runs."""
 
@@ -103,6 +125,8 @@ class Results:
     rss_at_start: dict[str, float] = field(default_factory=dict)  # sidecar → MiB
     idle: list[IdleMemory] = field(default_factory=list)
     argon2: Argon2Count | None = None
+    slowloris: SlowlorisRun | None = None
+    slowloris_note: str = ""  # why it was not measured
     workers: str = ""
     profile: ProfileSummary | None = None
     profile_note: str = ""
@@ -230,7 +254,46 @@ def verdicts(results: Results) -> list[Verdict]:
         if any(v is not None for v in flooded):
             parts.append(f"under flood {max(v for v in flooded if v is not None):.0f} MiB")
         out.append(Verdict("RSS ≤ 100 MiB per worker", ", ".join(parts), worst <= 100.0))
+    out += _slowloris_verdicts(results, load)
     return out
+
+
+SLOWLORIS_P99_MS = 100.0
+SLOWLORIS_RSS_GROWTH_MIB = 5.0  # allocator noise allowed between the two churn cycles
+
+
+def _slowloris_verdicts(results: Results, plain_load_mib: float | None) -> list[Verdict]:
+    run = results.slowloris
+    wanted = run.connections_wanted if run is not None else 500
+    p99_label = f"p99 under {wanted} slowloris connections ≤ {SLOWLORIS_P99_MS:.0f} ms"
+    growth = f"{SLOWLORIS_RSS_GROWTH_MIB:g} MiB"
+    rss_label = f"RSS bounded under slowloris (2nd cut/reopen cycle ≤ 1st + {growth})"
+    if run is None:
+        return [Verdict(p99_label, "not measured", None), Verdict(rss_label, "not measured", None)]
+    held = f"{run.connections_open} of {run.connections_wanted} open"
+    # The guard must be seen working: with no cut, the run proves nothing about the bound.
+    first, second = run.rss_first_cycle_mib, run.rss_second_cycle_mib
+    bounded: bool | None = None
+    if first is not None and second is not None:
+        bounded = run.server_closed > 0 and second <= first + SLOWLORIS_RSS_GROWTH_MIB
+    rss_shown = (
+        f"1st cycle {_mib(first)}, 2nd {_mib(second)} MiB (before {run.rss_before_mib:.0f}, "
+        f"after {run.rss_after_mib:.0f}"
+        + (f"; plain load {plain_load_mib:.0f}" if plain_load_mib is not None else "")
+        + f"); {run.server_closed} cut by the server, {run.reconnects} reopened"
+    )
+    return [
+        Verdict(
+            p99_label,
+            f"{run.wrk.p99_ms:.1f} ms ({held}, {run.wrk.errors} errors)",
+            run.wrk.p99_ms <= SLOWLORIS_P99_MS and run.wrk.errors == 0,
+        ),
+        Verdict(rss_label, rss_shown, bounded),
+    ]
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def _median_or_none(values: list[float | None]) -> float | None:

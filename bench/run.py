@@ -41,14 +41,18 @@ from bench.results import (
     IdleMemory,
     Measurement,
     Results,
+    SlowlorisRun,
 )
 from bench.sidecar_target import SidecarPorts, scrape_metrics, serve_supports_workers
+from sidecar.config import Limits
 from sidecar.embedded_redis import EmbeddedRedis, free_port
 from sidecar.selfsigned import write_self_signed
 
 AUDIT_STREAMS = ("sidecar:audit", "sidecar:auth-events")  # the defaults the config keeps
 _HELPER_DEADLINE_S = 120.0
 _PAUSE_BETWEEN_RUNS_S = 1.0
+# The sidecar's config leaves `limits` at the product's defaults.
+HEADER_TIMEOUT_S = float(Limits.model_fields["header_timeout_s"].default)
 NOTES = [
     "Everything shares the machine: wrk (2 threads), the upstream, Redis, the flood and the "
     "target under test all run on the same cores, so a target's figure includes the load "
@@ -76,6 +80,7 @@ class Options:
     idle_connections: int
     flood_rate: float
     command: str
+    slowloris: int = 500  # slowloris connections held during one valid run; 0 skips
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,7 @@ class Bench:
                 "connections": options.connections,
                 "threads": options.threads,
                 "flood_rate": options.flood_rate,
+                "slowloris": options.slowloris,
             },
         )
         self.targets: list[Target] = []
@@ -395,6 +401,86 @@ class Bench:
 
     # ---- extras ---------------------------------------------------------------------
 
+    def slowloris(self) -> None:
+        """One wrk run on `sidecar` while `bench/slowloris.py` holds N connections in the
+        slowloris state: latency and RSS under the attack, and proof the guard cuts them."""
+        target = next(t for t in self.targets if t.name == SIDECAR)
+        assert target.sidecar is not None
+        count = self.options.slowloris
+        before = _settled_rss(target.pid)
+        path = self.dir / "slowloris.json"
+        # Spread the first opens over most of the header timeout: the cuts then come in a
+        # steady stream (about N per timeout) rather than all at once.
+        ramp_s = HEADER_TIMEOUT_S * 0.8
+        argv = python_module(
+            "bench.slowloris",
+            "--port",
+            str(target.sidecar.ports.proxy),
+            "--cafile",
+            str(self._cert),
+            "--count",
+            str(count),
+            "--ramp-seconds",
+            str(ramp_s),
+            "--open-deadline",
+            "30",
+            "--max-seconds",
+            str(ramp_s + 30 + self.options.duration_s + 2 * HEADER_TIMEOUT_S + 60),
+            "--result",
+            str(path),
+        )
+        child = Child("slowloris", argv, self.dir / "slowloris.log")
+        started = time.monotonic()
+        try:
+            with RssSampler(target.pid) as sampler:
+                _wait_for_file(path, child)
+                ready = json.loads(path.read_text())
+                print(
+                    f"  {ready['open']} of {count} slowloris connections open after "
+                    f"{ready['seconds']:.1f} s ({ready['server_closed']} cut so far)",
+                    flush=True,
+                )
+                result = self._wrk(target, self.options.duration_s)
+                # Hold on until every connection has been cut and reopened twice (a --quick
+                # run's wrk is shorter than the header timeout): the second cycle must not
+                # add memory to the first if RSS is bounded.
+                first_cycle_end = started + 1.0 + ramp_s + HEADER_TIMEOUT_S
+                remaining = first_cycle_end + HEADER_TIMEOUT_S - time.monotonic()
+                if remaining > 0:
+                    time.sleep(remaining)
+                ended = time.monotonic()
+        finally:
+            child.stop()
+        final = json.loads(path.read_text())
+        if not final.get("final"):
+            raise RuntimeError(f"slowloris did not write its final counts:\n{child.log_tail()}")
+        self._trim_audit_streams()
+        lifetime = final.get("lifetime_s") or {}
+        run = SlowlorisRun(
+            connections_wanted=count,
+            connections_open=int(ready["open"]),
+            wrk=result,
+            rss_before_mib=before,
+            rss_max_mib=sampler.max_mib,
+            rss_first_cycle_mib=sampler.max_between(started, first_cycle_end),
+            rss_second_cycle_mib=sampler.max_between(first_cycle_end, ended),
+            rss_after_mib=_settled_rss(target.pid),
+            server_closed=int(final["server_closed"]),
+            reconnects=int(final["reconnects"]),
+            open_failures={str(k): int(v) for k, v in final["open_failures"].items()},
+            lifetime_median_s=lifetime.get("median"),
+            seconds=float(final["seconds"]),
+            header_timeout_s=HEADER_TIMEOUT_S,
+        )
+        self.results.slowloris = run
+        print(
+            f"  sidecar under slowloris {result.requests_per_s:9,.0f} req/s  "
+            f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  errors {result.errors}  "
+            f"RSS max {run.rss_max_mib:.1f} MiB  cut {run.server_closed}, "
+            f"reopened {run.reconnects}",
+            flush=True,
+        )
+
     def idle_connections(self) -> None:
         """Idle TLS connections against `sidecar (log info)` (the product's default config, a
         process no flood reached: argon2 under a flood leaves ~20 MiB per hashing thread
@@ -648,6 +734,15 @@ def run(options: Options) -> Results:
         bench.measure_rounds()
         finished = time.monotonic()
         bench.count_argon2(finished)
+        if options.slowloris > 0:
+            print(f"sidecar under {options.slowloris} slowloris connections", flush=True)
+            try:
+                bench.slowloris()
+            except RuntimeError as exc:  # reported; the rest of the run still has its figures
+                print(f"  slowloris phase failed: {exc}", flush=True)
+                bench.results.slowloris_note = f"failed: {exc}"
+        else:
+            bench.results.slowloris_note = "not measured: --slowloris 0"
         print(f"{options.idle_connections} idle TLS connections", flush=True)
         bench.idle_connections()
         if options.profile:
