@@ -184,7 +184,8 @@ def _create_authenticator(
         store=KeyStore(redis),
         limiters=limiters,
         metrics=metrics,
-        argon2_workers=max(2, available_cpus()),
+        # Half the CPUs at most: a flood of guessed keys must leave the event loop a core.
+        argon2_workers=max(1, available_cpus() // 2),
     )
 
 
