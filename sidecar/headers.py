@@ -43,6 +43,8 @@ _SET_BY_PROXY = frozenset(
     }
 )
 
+_NOT_FORWARDED = HOP_BY_HOP | _SET_BY_PROXY
+
 # Never in the audit record or a log line.
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 
@@ -79,9 +81,10 @@ def request_headers_to_forward(
     key_header: str | None,
 ) -> list[tuple[str, str]]:
     """The client's headers minus hop-by-hop, credentials and anything the proxy sets itself."""
-    dropped = HOP_BY_HOP | _SET_BY_PROXY | connection_tokens(connection)
+    named = connection_tokens(connection)  # usually empty: the fixed set is built once
     if key_header is not None:
-        dropped = dropped | {key_header.lower()}  # names are compared lower-cased
+        named = named | {key_header.lower()}  # names are compared lower-cased
+    dropped = _NOT_FORWARDED | named if named else _NOT_FORWARDED
     return [(name, value) for name, value in headers if name.lower() not in dropped]
 
 
@@ -89,7 +92,8 @@ def response_headers_to_return(
     headers: Iterable[tuple[str, str]], connection: Iterable[str]
 ) -> list[tuple[str, str]]:
     """The upstream's headers minus hop-by-hop ones (the proxy frames its own response)."""
-    dropped = HOP_BY_HOP | connection_tokens(connection)
+    named = connection_tokens(connection)
+    dropped = HOP_BY_HOP | named if named else HOP_BY_HOP
     return [(name, value) for name, value in headers if name.lower() not in dropped]
 
 

@@ -89,7 +89,6 @@ class Pipeline:
         lifecycle: Lifecycle,
         security_headers: dict[str, str],
     ) -> None:
-        self._settings = settings
         self._routes = routes
         self._upstream = upstream
         self._auth = authenticator
