@@ -148,6 +148,35 @@ def write_config(path: Path, document: Mapping[str, Any]) -> Path:
     return path
 
 
+def serve_config(
+    path: Path,
+    *,
+    proxy_port: int,
+    health_port: int,
+    cert_files: tuple[Path, Path],
+    upstream_url: str,
+    redis_url: str,
+    **sections: Any,
+) -> Path:
+    """A config for a `serve` subprocess on loopback, public routes under /public/**; keyword
+    sections are merged into (dicts) or replace (anything else) the defaults."""
+    document: dict[str, Any] = {
+        "listen": {"address": "127.0.0.1", "port": proxy_port},
+        "health": {"address": "127.0.0.1", "port": health_port},
+        "tls": {"cert_file": str(cert_files[0]), "key_file": str(cert_files[1])},
+        "upstream": {"url": upstream_url},
+        "redis": {"url": redis_url},
+        "audit": {"spool_dir": str(path.parent / "spool")},
+        "routes": [{"path": "/public/**", "public": True}],
+    }
+    for name, value in sections.items():
+        if isinstance(value, dict) and isinstance(document.get(name), dict):
+            document[name] = {**document[name], **value}
+        else:
+            document[name] = value
+    return write_config(path, document)
+
+
 def run_cli(
     *args: str, env: Mapping[str, str] | None = None, timeout: float = 20.0
 ) -> subprocess.CompletedProcess[str]:

@@ -23,9 +23,9 @@ from tests.helpers import (
     SidecarProcess,
     accepts_connections,
     free_port,
+    serve_config,
     sidecar_process,
     wait_until,
-    write_config,
 )
 from tests.upstream import UpstreamServer
 
@@ -62,18 +62,15 @@ async def test_sigterm_drains_then_finishes_in_flight_requests(
     client_ssl: ssl.SSLContext,
 ) -> None:
     proxy_port, health_port = free_port(), free_port()
-    config = write_config(
+    config = serve_config(
         tmp_path / "sidecar.yaml",
-        {
-            "listen": {"address": "127.0.0.1", "port": proxy_port},
-            "health": {"address": "127.0.0.1", "port": health_port},
-            "tls": {"cert_file": str(cert_files[0]), "key_file": str(cert_files[1])},
-            "upstream": {"url": upstream.url, "timeout_s": 10},
-            "redis": {"url": redis_server.url},
-            "audit": {"spool_dir": str(tmp_path / "spool")},
-            "routes": [{"path": "/public/**", "public": True}],
-            "shutdown": {"drain_s": DRAIN_S, "grace_s": GRACE_S},
-        },
+        proxy_port=proxy_port,
+        health_port=health_port,
+        cert_files=cert_files,
+        upstream_url=upstream.url,
+        redis_url=redis_server.url,
+        upstream={"timeout_s": 10},
+        shutdown={"drain_s": DRAIN_S, "grace_s": GRACE_S},
     )
     proxy_url = f"https://localhost:{proxy_port}"
     async with (

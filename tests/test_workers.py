@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from sidecar.embedded_redis import EmbeddedRedis
-from tests.helpers import SidecarProcess, free_port, sidecar_env, wait_until, write_config
+from tests.helpers import SidecarProcess, free_port, serve_config, sidecar_env, wait_until
 from tests.test_shutdown import wait_ready
 from tests.upstream import UpstreamServer
 
@@ -57,19 +57,15 @@ async def test_two_workers_share_the_port_metrics_and_shutdown(
     client_ssl: ssl.SSLContext,
 ) -> None:
     proxy_port, health_port = free_port(), free_port()
-    config = write_config(
+    config = serve_config(
         tmp_path / "sidecar.yaml",
-        {
-            "listen": {"address": "127.0.0.1", "port": proxy_port},
-            "health": {"address": "127.0.0.1", "port": health_port},
-            "tls": {"cert_file": str(cert_files[0]), "key_file": str(cert_files[1])},
-            "upstream": {"url": upstream.url},
-            "redis": {"url": redis_server.url},
-            "audit": {"spool_dir": str(tmp_path / "spool")},
-            "routes": [{"path": "/public/**", "public": True}],
-            "shutdown": {"drain_s": 0, "grace_s": 3},
-            "log": {"level": "warning"},
-        },
+        proxy_port=proxy_port,
+        health_port=health_port,
+        cert_files=cert_files,
+        upstream_url=upstream.url,
+        redis_url=redis_server.url,
+        shutdown={"drain_s": 0, "grace_s": 3},
+        log={"level": "warning"},
     )
     with (tmp_path / "sidecar.log").open("wb") as output:
         process = await asyncio.create_subprocess_exec(
