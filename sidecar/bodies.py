@@ -16,7 +16,7 @@ from sidecar.audit.guard import guard_body, is_inspectable
 from sidecar.audit.record import BodyCapture, CapturedBody
 from sidecar.config import DataGuard, RouteMap
 from sidecar.errors import BodyTooLarge
-from sidecar.proxy import LimitedBody
+from sidecar.proxy import LimitedBody, body_chunks
 
 INLINE_INSPECT_BYTES = 64 * 1024
 
@@ -47,12 +47,16 @@ async def prepare_request_body(
     *,
     guard: DataGuard,
     max_body: int,
+    body_timeout_s: float,
     captures: Captures,
 ) -> Outgoing:
     if not request.body_exists:
         return Outgoing(None, rewritten=False)
     content_type = request.headers.get("Content-Type")
-    streamed = Outgoing(LimitedBody(request.content, max_body, capture=captures.request), False)
+    streamed = Outgoing(
+        LimitedBody(request.content, max_body, timeout_s=body_timeout_s, capture=captures.request),
+        rewritten=False,
+    )
     if not ((guard.active or route_map is not None) and is_inspectable(content_type)):
         return streamed
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
@@ -62,7 +66,7 @@ async def prepare_request_body(
         captures.notes["guard"] = f"not inspected: {encoding}-encoded"
         return streamed
     limit = min(guard.max_inspect_bytes, max_body)
-    data = await _read_whole(request, limit)
+    data = await _read_whole(request, limit, body_timeout_s)
     captures.request.feed(data)
     inspect = partial(
         guard_body,
@@ -87,10 +91,10 @@ async def prepare_request_body(
     return Outgoing(result.body, rewritten=True)
 
 
-async def _read_whole(request: web.BaseRequest, limit: int) -> bytes:
+async def _read_whole(request: web.BaseRequest, limit: int, timeout_s: float) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
+    async for chunk in body_chunks(request.content, timeout_s):
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(f"the body is larger than the {limit} bytes the data guard inspects")

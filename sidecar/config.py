@@ -269,6 +269,10 @@ class Limits(_Section):
     header_timeout_s: PositiveFloat = 10
     keepalive_s: PositiveFloat = 75
     max_connections: PositiveInt = 10000
+    # SPEC §14: the longest wait for the next byte of a request body (408, then close).
+    body_timeout_s: PositiveFloat = 30
+    # SPEC §14: CGI/WSGI upstreams read `X_Foo` as `X-Foo`; nginx and Envoy drop such names.
+    headers_with_underscores: Literal["drop", "reject", "allow"] = "drop"
 
 
 class Shutdown(_Section):

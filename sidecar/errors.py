@@ -38,6 +38,8 @@ class Rejected(SidecarError):
     status: ClassVar[int] = 400
     title: ClassVar[str] = "Bad request"
     default_event: ClassVar[str | None] = None
+    # The connection cannot carry another request after this answer (an unread body).
+    closes_connection: ClassVar[bool] = False
 
     def __init__(self, detail: str, *, retry_after: int | None = None) -> None:
         super().__init__(detail)
@@ -81,6 +83,14 @@ class KeyInUrl(Rejected):
     default_event = "key_in_url"
 
 
+class KeyInHeader(Rejected):
+    """A key-shaped string in a header other than the credential header (SPEC §14)."""
+
+    status = 400
+    title = "API key in a header"
+    default_event = "key_in_header"
+
+
 class MissingScope(Rejected):
     status = 403
     title = "Forbidden"
@@ -118,12 +128,29 @@ class HeaderTooLarge(Rejected):
 class BodyTooLarge(Rejected):
     status = 413
     title = "Content too large"
+    closes_connection = True
 
 
 class ForbiddenData(Rejected):
     status = 422
     title = "Forbidden data in body"
     default_event = "forbidden_data"
+
+
+class UninspectableBody(Rejected):
+    """415: the data guard, in `reject` mode, cannot read this body unambiguously (SPEC §14)."""
+
+    status = 415
+    title = "Unsupported media type"
+    default_event = "uninspectable_body"
+
+
+class BodyTimeout(Rejected):
+    """408: the client stopped sending its body for `limits.body_timeout_s` (SPEC §14)."""
+
+    status = 408
+    title = "Request timeout"
+    closes_connection = True
 
 
 class InternalError(Rejected):
@@ -150,3 +177,4 @@ class Unavailable(Rejected):
 
 class Draining(Unavailable):
     title = "Shutting down"
+    closes_connection = True  # send the client elsewhere

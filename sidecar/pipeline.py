@@ -101,6 +101,7 @@ class Pipeline:
         self._security_headers = security_headers
         self._trusted = tuple(settings.trusted_proxies)
         self._max_body = settings.limits.max_body_bytes
+        self._body_timeout_s = settings.limits.body_timeout_s
         self._max_header_bytes = settings.limits.max_header_bytes
         self._key_header = settings.keys.header
         self._log = structlog.get_logger("sidecar.request")
@@ -192,7 +193,12 @@ class Pipeline:
             # Only now, with the request accepted, ask the client for its body.
             await request.writer.write(_CONTINUE)
         outgoing = await prepare_request_body(
-            request, route.map, guard=self._guard, max_body=self._max_body, captures=captures
+            request,
+            route.map,
+            guard=self._guard,
+            max_body=self._max_body,
+            body_timeout_s=self._body_timeout_s,
+            captures=captures,
         )
         headers = request_headers_to_forward(
             request.headers.items(), request.headers.getall("Connection", ()), self._key_header

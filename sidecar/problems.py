@@ -6,7 +6,7 @@ import json
 
 from aiohttp import web
 
-from sidecar.errors import AuthenticationFailed, Draining, MissingKey, MissingScope, Rejected
+from sidecar.errors import AuthenticationFailed, MissingKey, MissingScope, Rejected
 
 PROBLEM_JSON = "application/problem+json"
 REALM = 'Bearer realm="sidecar"'
@@ -47,7 +47,6 @@ def problem_response(exc: Rejected, request_id: str) -> web.Response:
         response.headers["WWW-Authenticate"] = challenge
     if exc.retry_after is not None:
         response.headers["Retry-After"] = str(exc.retry_after)
-    if isinstance(exc, Draining) or exc.status == 413:
-        # Draining: send the client elsewhere. 413: the unread body makes the connection useless.
+    if exc.closes_connection:
         response.force_close()
     return response

@@ -7,6 +7,7 @@ proxy anywhere else.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -18,7 +19,7 @@ from aiohttp import web
 from yarl import URL
 
 from sidecar.config import Upstream
-from sidecar.errors import BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
+from sidecar.errors import BodyTimeout, BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
 from sidecar.headers import response_headers_to_return
 
 _CHUNK = 64 * 1024
@@ -112,9 +113,9 @@ class UpstreamClient:
                 allow_redirects=False,
                 compress=None,
             )
-        except (TimeoutError, aiohttp.ClientError, BodyTooLarge) as exc:
-            if isinstance(body, LimitedBody) and body.exceeded:
-                raise body.too_large() from None
+        except (TimeoutError, aiohttp.ClientError, BodyTooLarge, BodyTimeout) as exc:
+            if isinstance(body, LimitedBody) and body.failure is not None:
+                raise body.failure from None
             if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
                 raise UpstreamTimeout("the upstream did not answer in time") from None
             raise UpstreamUnavailable(f"the upstream failed ({type(exc).__name__})") from None
@@ -153,34 +154,59 @@ class UpstreamClient:
         return Forwarded(response=response, upstream_seconds=upstream_seconds)
 
 
-class LimitedBody:
-    """The request body, streamed chunk by chunk, cut off once it passes `max_bytes`.
+async def body_chunks(stream: aiohttp.StreamReader, timeout_s: float) -> AsyncIterator[bytes]:
+    """The request body's chunks as they arrive.
 
-    The client library wraps whatever the body iterator raises, so `exceeded` is what
-    tells the caller that the 413 was ours and not the upstream's.
+    Raises `BodyTimeout` when the client sends nothing for `timeout_s` (SPEC §14,
+    `limits.body_timeout_s`): a body that stalls after a few bytes must not hold a connection
+    (and an upstream connection) until the upstream's own timeout.
+    """
+    while True:
+        try:
+            async with asyncio.timeout(timeout_s):
+                chunk = await stream.readany()
+        except TimeoutError:
+            raise BodyTimeout(f"the request body stalled for more than {timeout_s:g} s") from None
+        if not chunk:
+            return
+        yield chunk
+
+
+class LimitedBody:
+    """The request body, streamed chunk by chunk, cut off once it passes `max_bytes` or
+    stalls for `timeout_s`.
+
+    The client library wraps whatever the body iterator raises, so `failure` is what tells
+    the caller that the 413 (or 408) was ours and not the upstream's.
     """
 
     def __init__(
-        self, stream: aiohttp.StreamReader, max_bytes: int, *, capture: Capture | None = None
+        self,
+        stream: aiohttp.StreamReader,
+        max_bytes: int,
+        *,
+        timeout_s: float,
+        capture: Capture | None = None,
     ) -> None:
         self._stream = stream
         self._max_bytes = max_bytes
+        self._timeout_s = timeout_s
         self._capture = capture
-        self.exceeded = False
+        self.failure: BodyTooLarge | BodyTimeout | None = None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         seen = 0
-        async for chunk in self._stream.iter_chunked(_CHUNK):
-            seen += len(chunk)
-            if seen > self._max_bytes:
-                self.exceeded = True
-                raise BodyTooLarge(f"the request body is larger than {self._max_bytes} bytes")
-            if self._capture is not None:
-                self._capture.feed(chunk)
-            yield chunk
-
-    def too_large(self) -> BodyTooLarge:
-        return BodyTooLarge(f"the request body is larger than {self._max_bytes} bytes")
+        try:
+            async for chunk in body_chunks(self._stream, self._timeout_s):
+                seen += len(chunk)
+                if seen > self._max_bytes:
+                    raise BodyTooLarge(f"the request body is larger than {self._max_bytes} bytes")
+                if self._capture is not None:
+                    self._capture.feed(chunk)
+                yield chunk
+        except (BodyTooLarge, BodyTimeout) as exc:
+            self.failure = exc
+            raise
