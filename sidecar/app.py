@@ -178,6 +178,10 @@ def _create_authenticator(
         limiters["failed_auth_ip"] = RateLimiter(
             redis, "failed-auth-ip", settings.rate_limits.failed_auth_per_ip
         )
+    if settings.rate_limits.unauthenticated_per_ip is not None:
+        limiters["unauthenticated_ip"] = RateLimiter(
+            redis, "unauthenticated-ip", settings.rate_limits.unauthenticated_per_ip
+        )
     return Authenticator(
         settings.keys,
         settings.rate_limits,

@@ -82,6 +82,7 @@ class Authenticator:
         self._waiting = 0
         self._per_key = limiters.get("key")
         self._failed_per_ip = limiters.get("failed_auth_ip")
+        self._unauthenticated_per_ip = limiters.get("unauthenticated_ip")
         self._last_touch: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
 
@@ -231,6 +232,23 @@ class Authenticator:
             raise RateLimitExceeded("the key's rate limit is exceeded", window)
         return window
 
+    async def check_unauthenticated(self, client_ip: str) -> None:
+        """`rate_limits.unauthenticated_per_ip`: one request that needs no key (a public route,
+        or no route). Only the first refusal of a window is an event: the events stream must
+        not grow at the flood's rate either. Fails open while Redis cannot be asked."""
+        if self._unauthenticated_per_ip is None:
+            return
+        try:
+            window = await self._unauthenticated_per_ip.hit(client_ip)
+        except (RedisError, OSError):
+            self._metrics.redis_errors.inc()
+            return
+        if window.exceeded:
+            refusal = RateLimitExceeded("too many requests from this address", window)
+            if window.count > window.limit + 1:
+                refusal.event = None
+            raise refusal
+
     async def _count_attempt(self, client_ip: str) -> None:
         """`rate_limits.failed_auth_per_ip`, counted before each argon2 run a client address
         causes and given back when the key proves valid. Counting first (not after the
@@ -280,14 +298,25 @@ class Authenticator:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def mark_exposed(self, presented: str) -> str | None:
-        """Flag a key found in a URL; return its id when the string was a well-formed key."""
+    async def flag_exposed(self, presented: str, client_ip: str) -> str | None:
+        """A key-shaped string found where keys must not be (a URL, another header): flag the
+        key `exposed` only when its secret verifies, so nobody can flag a victim's key with a
+        made-up secret; return its id then, else None. The attempt counts against
+        `failed_auth_per_ip` like any other (SPEC §14)."""
         try:
             parsed = parse_key(presented, self._prefix)
         except MalformedKey:
             return None
+        if parsed.environment != self._environment:
+            return None
+        digest = hashlib.sha256(presented.encode()).digest()
+        hit = self.cache.get(parsed.key_id, digest)
         try:
+            if hit is None or not hit.fresh:
+                await self._verify(parsed.key_id, parsed.secret, digest, client_ip, hit)
             await self._store.mark_exposed(parsed.key_id)
+        except (AuthenticationFailed, RateLimited, Unavailable):
+            return None  # a wrong secret, an unknown id, over the limit, Redis away
         except (RedisError, OSError):
             self._metrics.redis_errors.inc()
         return parsed.key_id

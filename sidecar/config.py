@@ -236,6 +236,9 @@ class Rate(_Section):
 class RateLimits(_Section):
     per_key: Rate | None = None
     failed_auth_per_ip: Rate | None = Rate(requests=20, per_seconds=60)
+    # Requests that need no key (public routes, and those no route matches) still cost an
+    # audit record or an event: bounded per client address so nobody can fill Redis for free.
+    unauthenticated_per_ip: Rate | None = Rate(requests=300, per_seconds=10)
 
 
 GuardMode = Literal["redact", "reject", "off"]

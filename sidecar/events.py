@@ -11,6 +11,8 @@ from sidecar.audit.writer import DurableStreamWriter
 from sidecar.metrics import Metrics
 
 EVENT_FIELD = "event"
+# Events are written for requests nobody authenticated: what one of them stores is bounded.
+SHOWN_CHARS = 1024
 
 
 _second: tuple[int, str] = (-1, "")
@@ -27,6 +29,13 @@ def timestamp(moment: datetime | None = None) -> str:
     if _second[0] != whole:
         _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
     return f"{_second[1]}.{int((now - whole) * 1_000_000):06d}Z"
+
+
+def bounded(text: str, limit: int = SHOWN_CHARS) -> str:
+    """`text`, cut to `limit` characters with a note of how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…(+{len(text) - limit} chars)"
 
 
 def build_event(

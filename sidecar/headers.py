@@ -6,6 +6,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 from sidecar.config import Hsts
 
@@ -28,25 +29,72 @@ HOP_BY_HOP = frozenset(
 
 # Headers the upstream gets from the sidecar alone: a client copy would be a forgery.
 IDENTITY_HEADERS = ("x-sidecar-key-name", "x-sidecar-key-id", "x-sidecar-scopes")
+
+# SPEC §14: frameworks that honour these let a GET-scoped key act as DELETE, or reach a path
+# other than the one the route check saw.
+OVERRIDE_HEADERS = frozenset(
+    {
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-method",
+    }
+)
+
+# Client-address headers that upstreams and their frameworks believe; the sidecar sends its
+# own `X-Forwarded-For`, so a client copy of any of these would be a forged address.
+_CLIENT_ADDRESS = frozenset(
+    {
+        "forwarded",
+        "x-real-ip",
+        "x-client-ip",
+        "true-client-ip",
+        "x-cluster-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-originating-ip",
+    }
+)
+
 _SET_BY_PROXY = frozenset(
     {
         "host",
-        "forwarded",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-real-ip",
         "x-request-id",
         "expect",  # the sidecar answers 100-continue itself
         "authorization",
         *IDENTITY_HEADERS,
+        *_CLIENT_ADDRESS,
     }
 )
 
-_NOT_FORWARDED = HOP_BY_HOP | _SET_BY_PROXY
+# Every client `X-Forwarded-*` (`-Prefix`, `-Port`, `-Uri`…) is dropped, not only the three
+# the sidecar sets: frameworks build URLs and client addresses from them.
+_SET_BY_PROXY_PREFIXES = ("x-forwarded-", "x-sidecar-")
+
+_NOT_FORWARDED = HOP_BY_HOP | _SET_BY_PROXY | OVERRIDE_HEADERS
+
+# End-to-end headers the sidecar reads or sets: `Connection` may not name them (SPEC §14),
+# or the sidecar would judge a request by a header the next hop then removes.
+_READ_OR_SET = _SET_BY_PROXY | {"content-type", "content-encoding", "content-length", "cookie"}
+_READ_OR_SET_PREFIXES = ("content-", *_SET_BY_PROXY_PREFIXES)
+
+# Headers the sidecar reads one value of: a second line could be what the upstream reads.
+SINGLETONS = ("Content-Type", "Content-Encoding", "Host", "Authorization", "X-Request-Id")
 
 # Never in the audit record or a log line.
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+
+UnderscoreMode = Literal["drop", "reject", "allow"]
+
+
+def header_key(name: str) -> str:
+    """A header name as an upstream will read it: case-insensitive, and `_` the same as `-`
+    (CGI, WSGI, Django and PHP turn `X_Sidecar_Scopes` into the variable of `X-Sidecar-Scopes`).
+    Every filter compares names in this form."""
+    return name.lower().replace("_", "-")
+
 
 REQUEST_ID_HEADER = "X-Request-Id"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -69,23 +117,65 @@ def hsts_value(hsts: Hsts) -> str:
 
 
 def connection_tokens(values: Iterable[str]) -> frozenset[str]:
-    """Header names listed in `Connection`: hop-by-hop for this message only."""
+    """Header names listed in `Connection` (as `header_key`s): hop-by-hop for this message."""
     return frozenset(
-        token.strip().lower() for value in values for token in value.split(",") if token.strip()
+        header_key(token.strip()) for value in values for token in value.split(",") if token.strip()
     )
 
 
-def request_headers_to_forward(
-    headers: Iterable[tuple[str, str]],
-    connection: Iterable[str],
-    key_header: str | None,
-) -> list[tuple[str, str]]:
-    """The client's headers minus hop-by-hop, credentials and anything the proxy sets itself."""
-    named = connection_tokens(connection)  # usually empty: the fixed set is built once
-    if key_header is not None:
-        named = named | {key_header.lower()}  # names are compared lower-cased
-    dropped = _NOT_FORWARDED | named if named else _NOT_FORWARDED
-    return [(name, value) for name, value in headers if name.lower() not in dropped]
+def _read_or_set(key: str) -> bool:
+    return key in _READ_OR_SET or key.startswith(_READ_OR_SET_PREFIXES)
+
+
+class RequestHeaderPolicy:
+    """Which of a client's headers reach the upstream (SPEC §6 and §14), built once.
+
+    Names are compared as `header_key`s, so no spelling of a header the sidecar sets or
+    drops (`X_Sidecar_Scopes`, `x-SIDECAR-scopes`) gets through. `underscores` is
+    `limits.headers_with_underscores`: `drop` (the default, as nginx and Envoy do) forwards
+    no name with `_`; `reject` refuses the request; `allow` forwards them, except those that
+    read as a header the sidecar reads, sets or drops.
+    """
+
+    def __init__(self, key_header: str | None, underscores: UnderscoreMode) -> None:
+        self._key_header = header_key(key_header) if key_header is not None else None
+        self._underscores = underscores
+        named = {self._key_header} if self._key_header is not None else set()
+        self._dropped = _NOT_FORWARDED | named
+        self._protected = _READ_OR_SET | named
+
+    def problem(self, headers: Iterable[tuple[str, str]], connection: Iterable[str]) -> str | None:
+        """Why these request headers cannot be read unambiguously, or None."""
+        for token in connection_tokens(connection):
+            if token in self._protected or token.startswith(_READ_OR_SET_PREFIXES):
+                return f"Connection may not name the end-to-end header {token!r}"
+        if self._underscores == "reject":
+            for name, _value in headers:
+                if "_" in name:
+                    return "header names with underscores are not accepted"
+        return None
+
+    def forward(
+        self, headers: Iterable[tuple[str, str]], connection: Iterable[str]
+    ) -> list[tuple[str, str]]:
+        """The client's headers minus hop-by-hop, credentials, overrides and anything the
+        proxy sets itself. Call `problem` first: this assumes the request was accepted."""
+        named = connection_tokens(connection)  # usually empty: the fixed set is built once
+        dropped = self._dropped | named if named else self._dropped
+        kept = []
+        for name, value in headers:
+            if "_" in name:
+                if self._underscores != "allow":
+                    continue
+                key = header_key(name)
+                if key in dropped or _read_or_set(key) or key in self._protected:
+                    continue
+            else:
+                key = name.lower()
+                if key in dropped or key.startswith(_SET_BY_PROXY_PREFIXES):
+                    continue
+            kept.append((name, value))
+        return kept
 
 
 def response_headers_to_return(
@@ -98,16 +188,19 @@ def response_headers_to_return(
 
 
 def client_address(
-    peer: str, forwarded_for: str | None, trusted: Sequence[IPNetwork]
+    peer: str, forwarded_for: Sequence[str], trusted: Sequence[IPNetwork]
 ) -> tuple[str, str]:
     """(client IP, `X-Forwarded-For` to send upstream).
 
-    A client-sent `X-Forwarded-For` is believed only when the peer is a trusted proxy; then
-    the client is the right-most address that is not itself a trusted proxy.
+    `forwarded_for` is every `X-Forwarded-For` line, in order: a proxy may append its own
+    line rather than extend the client's (SPEC §14), so reading only the first would believe
+    the address the client wrote. A client-sent chain is believed only when the peer is a
+    trusted proxy; then the client is the right-most address that is not itself a trusted
+    proxy. From any other peer the chain is not forwarded either.
     """
     if not forwarded_for or not _is_trusted(peer, trusted):
         return peer, peer
-    chain = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    chain = [hop.strip() for line in forwarded_for for hop in line.split(",") if hop.strip()]
     client = peer
     for hop in reversed(chain):
         if not _is_ip(hop):

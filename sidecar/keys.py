@@ -38,6 +38,21 @@ KEY_PATTERN = re.compile(
 )
 
 
+_KEY_PARTS = re.compile(
+    rf"([a-z][a-z0-9]{{0,15}}_[a-z0-9]{{1,16}}_[0-9A-Za-z]{{{ID_CHARS}}}_)"
+    rf"[0-9A-Za-z]{{{SECRET_CHARS + CHECKSUM_CHARS}}}"
+)
+MASKED_SECRET = "[REDACTED]"  # noqa: S105 (a mask, not a password)
+
+
+def mask_keys(text: str) -> str:
+    """`text` with the secret of every key-shaped string in it masked; the public parts
+    (prefix, environment, id) stay, so an operator can still tell which key it was."""
+    if "_" not in text:
+        return text
+    return _KEY_PARTS.sub(lambda match: match.group(1) + MASKED_SECRET, text)
+
+
 class MalformedKey(ValueError):
     """The presented string is not a well-formed key (shape, prefix or checksum)."""
 

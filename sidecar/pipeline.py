@@ -9,6 +9,7 @@ headers in `sidecar.protocol`.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass, field
 from email.utils import format_datetime
@@ -28,24 +29,27 @@ from sidecar.errors import (
     Draining,
     HeaderTooLarge,
     InternalError,
+    KeyInHeader,
     KeyInUrl,
     MissingScope,
     NoRoute,
     Rejected,
     Unavailable,
 )
-from sidecar.events import EventLog, build_event
+from sidecar.events import EventLog, bounded, build_event
 from sidecar.headers import (
     REQUEST_ID_HEADER,
+    SINGLETONS,
+    RequestHeaderPolicy,
     client_address,
-    request_headers_to_forward,
     request_id,
 )
-from sidecar.keys import KEY_PATTERN
+from sidecar.keys import KEY_PATTERN, mask_keys
 from sidecar.metrics import Metrics
+from sidecar.paths import NonCanonicalPath, PathReading, read_path
 from sidecar.problems import problem_response
 from sidecar.proxy import UpstreamAborted, UpstreamClient
-from sidecar.routes import UNMATCHED, RouteTable, missing_scopes, non_canonical
+from sidecar.routes import UNMATCHED, RouteTable, missing_scopes
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 CLIENT_GONE = 499
@@ -65,6 +69,7 @@ class Exchange:
 
     request_id: str
     client_ip: str
+    shown_path: str  # for events and the log line: bounded, keys masked
     route: str = UNMATCHED
     principal: Principal | None = None
     captures: Captures | None = None  # set once the request is to be audited
@@ -104,6 +109,10 @@ class Pipeline:
         self._body_timeout_s = settings.limits.body_timeout_s
         self._max_header_bytes = settings.limits.max_header_bytes
         self._key_header = settings.keys.header
+        self._header_policy = RequestHeaderPolicy(
+            settings.keys.header, settings.limits.headers_with_underscores
+        )
+        self._singletons = SINGLETONS + ((settings.keys.header,) if settings.keys.header else ())
         self._log = structlog.get_logger("sidecar.request")
 
     def replace_routes(self, routes: RouteTable) -> None:
@@ -114,10 +123,12 @@ class Pipeline:
         started = time.perf_counter()
         peer = request.remote or ""
         client_ip, forwarded_for = client_address(
-            peer, request.headers.get("X-Forwarded-For"), self._trusted
+            peer, request.headers.getall("X-Forwarded-For", ()), self._trusted
         )
         exchange = Exchange(
-            request_id=request_id(request.headers.get(REQUEST_ID_HEADER)), client_ip=client_ip
+            request_id=request_id(request.headers.get(REQUEST_ID_HEADER)),
+            client_ip=client_ip,
+            shown_path=bounded(request.rel_url.path),
         )
         try:
             response = await self._serve(request, exchange, forwarded_for)
@@ -159,18 +170,27 @@ class Pipeline:
         head = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
         if head > self._max_header_bytes:
             raise HeaderTooLarge(f"the header block is over {self._max_header_bytes} bytes")
-        problem = non_canonical(request.rel_url.raw_path, request.rel_url.path)
+        connection = request.headers.getall("Connection", ())
+        problem = self._header_policy.problem(request.headers.items(), connection)
+        if problem is None:
+            problem = self._duplicated_singleton(request)
         if problem is not None:
             raise BadRequest(problem)
+        try:
+            reading = read_path(request.rel_url.raw_path)
+        except NonCanonicalPath as exc:
+            raise BadRequest(str(exc)) from None
         length = request.content_length
         if length is not None and length > self._max_body:
             raise BodyTooLarge(f"the request body is larger than {self._max_body} bytes")
+        await self._refuse_misplaced_keys(request, reading, exchange)
 
-        query = request.rel_url.raw_query_string
-        if query and KEY_PATTERN.search(request.rel_url.query_string):
-            await self._refuse_key_in_url(request.rel_url.query_string, exchange)
-
-        route = self._routes.match(request.method, request.rel_url.path)
+        try:
+            route = self._routes.match_reading(request.method, reading)
+        except NonCanonicalPath as exc:
+            raise BadRequest(str(exc)) from None
+        if route is None or route.public:
+            await self._auth.check_unauthenticated(client_ip)
         if route is None:
             raise NoRoute("no route matches this method and path")
         exchange.route = route.label
@@ -200,9 +220,7 @@ class Pipeline:
             body_timeout_s=self._body_timeout_s,
             captures=captures,
         )
-        headers = request_headers_to_forward(
-            request.headers.items(), request.headers.getall("Connection", ()), self._key_header
-        )
+        headers = self._header_policy.forward(request.headers.items(), connection)
         if outgoing.rewritten:
             headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
         headers += [
@@ -248,13 +266,61 @@ class Pipeline:
                 return value.strip()
         return None
 
-    async def _refuse_key_in_url(self, query: str, exchange: Exchange) -> None:
-        match = KEY_PATTERN.search(query)
-        assert match is not None
-        key_id = await self._auth.mark_exposed(match.group(0))
-        error = KeyInUrl("API keys must not be sent in the URL; this key is now flagged exposed")
-        exchange.extra["key_id"] = key_id
-        raise error
+    def _duplicated_singleton(self, request: web.BaseRequest) -> str | None:
+        """A second line of a header the sidecar reads one value of: the upstream may read
+        the other one (SPEC §14)."""
+        for name in self._singletons:
+            if len(request.headers.getall(name, ())) > 1:
+                return f"the {name} header may appear only once"
+        return None
+
+    async def _refuse_misplaced_keys(
+        self, request: web.BaseRequest, reading: PathReading, exchange: Exchange
+    ) -> None:
+        """SPEC §14: a key-shaped string anywhere but the credential header is refused (and
+        the key flagged `exposed` once its secret verifies): a URL is logged and cached by
+        every hop, and another header is forwarded upstream and recorded."""
+        url_text = reading.path
+        if reading.others:
+            url_text += "\n" + "\n".join(reading.others)
+        if request.rel_url.raw_query_string:
+            url_text += "\n" + request.rel_url.query_string
+        found = KEY_PATTERN.search(url_text)
+        refusal: Rejected
+        if found is not None:
+            refusal = KeyInUrl(
+                "API keys must not be sent in the URL; a key sent there is flagged exposed"
+            )
+        else:
+            found = self._key_in_other_header(request)
+            if found is None:
+                return
+            refusal = KeyInHeader(
+                "API keys are accepted only in the Authorization header"
+                + (f" or {self._key_header}" if self._key_header else "")
+                + "; a key sent elsewhere is flagged exposed"
+            )
+        exchange.shown_path = mask_keys(exchange.shown_path)
+        key_id = await self._auth.flag_exposed(found.group(0), exchange.client_ip)
+        if key_id is not None:
+            exchange.extra["key_id"] = key_id
+        raise refusal
+
+    def _key_in_other_header(self, request: web.BaseRequest) -> re.Match[str] | None:
+        for name, value in request.headers.items():
+            if "_" not in value or self._is_credential_header(name, value):
+                continue  # every key has underscores: most values are skipped without a regex
+            found = KEY_PATTERN.search(value)
+            if found is not None:
+                return found
+        return None
+
+    def _is_credential_header(self, name: str, value: str) -> bool:
+        lowered = name.lower()
+        if lowered == "authorization":
+            scheme, _, _token = value.partition(" ")
+            return scheme.lower() == "bearer"
+        return lowered == self._key_header
 
     def _emit(self, request: web.BaseRequest, exchange: Exchange, exc: Rejected) -> None:
         assert exc.event is not None
@@ -271,7 +337,7 @@ class Pipeline:
                 exc.event,
                 request_id=exchange.request_id,
                 method=request.method,
-                path=request.rel_url.path,
+                path=exchange.shown_path,
                 client_ip=exchange.client_ip,
                 detail=exc.detail,
                 key_id=key_id,
@@ -301,11 +367,15 @@ class Pipeline:
             # The proxy answered itself (413, 422, 502, 504…): record what it said.
             captures.response.feed(bytes(response.body))  # type: ignore[arg-type]
         principal = exchange.principal
+        path, query = request.rel_url.path, request.rel_url.query_string
+        if principal is None:
+            # Anyone may send these (a public route): what one request may store is bounded.
+            path, query = bounded(path), bounded(query)
         self._audit.record(
             request_id=exchange.request_id,
             method=request.method,
-            path=request.rel_url.path,
-            query=request.rel_url.query_string,
+            path=path,
+            query=query,
             client_ip=exchange.client_ip,
             key_name=principal.name if principal else None,
             key_id=principal.key_id if principal else None,
@@ -333,7 +403,7 @@ class Pipeline:
             "request",
             request_id=exchange.request_id,
             method=request.method,
-            path=request.rel_url.path,
+            path=exchange.shown_path,
             status=exchange.status,
             route=exchange.route,
             client_ip=exchange.client_ip,

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sidecar.config import Route, RouteMap
+from sidecar.paths import NonCanonicalPath, PathReading
 
 # The label used in metrics and logs for requests no configured route matched.
 UNMATCHED = "(default)"
@@ -81,31 +82,19 @@ class RouteTable:
                 return route
         return self._default
 
-
-_ENCODED_SEPARATORS = ("%2f", "%5c")
-
-
-def non_canonical(raw_path: str, path: str) -> str | None:
-    """Why a request path is refused, or None when it is canonical.
-
-    Routes match the decoded path while the upstream gets the raw one; dot segments, empty
-    segments and encoded or back-slashes are where the two can be read differently (and where
-    an upstream normalising `/public/../admin` would turn a public route into a bypass), so
-    such paths are refused outright rather than normalised.
-    """
-    if not path.startswith("/"):
-        return "the request target must be an absolute path"
-    lowered = raw_path.lower()
-    if any(sep in lowered for sep in _ENCODED_SEPARATORS) or "\\" in path:
-        return "encoded or back-slashes are not allowed in the path"
-    if "\x00" in path:
-        return "NUL is not allowed in the path"
-    segments = path.split("/")[1:]
-    if any(segment in (".", "..") for segment in segments):
-        return "dot segments are not allowed in the path"
-    if any(segment == "" for segment in segments[:-1]):
-        return "empty segments are not allowed in the path"
-    return None
+    def match_reading(self, method: str, reading: PathReading) -> CompiledRoute | None:
+        """The route for every reading of the path; raises `NonCanonicalPath` when the
+        readings select different routes (`/public/..;/admin`, `/v1/admin/` beside a
+        public `/v1/**`): the sidecar would authorise one path and the upstream serve another.
+        """
+        route = self.match(method, reading.path)
+        for other in reading.others:
+            if self.match(method, other) is not route:
+                raise NonCanonicalPath(
+                    "the path reads as a different route once ;parameters, a second "
+                    "percent-decoding or a trailing slash are taken into account"
+                )
+        return route
 
 
 def scope_grants(granted: str, required: str) -> bool:

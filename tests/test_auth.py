@@ -397,7 +397,9 @@ async def test_key_from_the_configured_header(
 
     # Bearer keeps working beside the header; without either, the key is missing.
     assert (await call(proxy, "/v1/orders/1", key=new.key)).status == 200
-    assert (await call(proxy, "/v1/orders/1", headers={"X-Other": new.key})).status == 401
+    assert (await call(proxy, "/v1/orders/1", headers={"X-Other": "1"})).status == 401
+    # SPEC §14: a key in any other header is refused, not ignored (it would be forwarded).
+    assert (await call(proxy, "/v1/orders/1", headers={"X-Other": new.key})).status == 400
 
 
 async def test_credentials_are_not_forwarded_and_identity_headers_are(

@@ -14,22 +14,40 @@ from sidecar.config import Hsts, Route
 from sidecar.headers import (
     HOP_BY_HOP,
     IDENTITY_HEADERS,
+    OVERRIDE_HEADERS,
     IPNetwork,
+    RequestHeaderPolicy,
     client_address,
     connection_tokens,
+    header_key,
     hsts_value,
-    request_headers_to_forward,
     request_id,
     response_headers_to_return,
 )
+from sidecar.paths import NonCanonicalPath, read_path
 from sidecar.routes import (
     UNMATCHED,
     RouteTable,
     compile_glob,
     missing_scopes,
-    non_canonical,
     scope_grants,
 )
+
+
+def non_canonical(raw_path: str, _path: str) -> str | None:
+    """The reason `read_path` refuses a path, or None."""
+    try:
+        read_path(raw_path)
+    except NonCanonicalPath as exc:
+        return str(exc)
+    return None
+
+
+def request_headers_to_forward(
+    headers: list[tuple[str, str]], connection: list[str], key_header: str | None
+) -> list[tuple[str, str]]:
+    return RequestHeaderPolicy(key_header, "drop").forward(headers, connection)
+
 
 # sidecar.routes: globs
 
@@ -201,6 +219,43 @@ def test_canonical_paths_pass(raw_path: str, path: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("raw_path", "path", "others"),
+    [
+        ("/v1/orders/42", "/v1/orders/42", ()),
+        ("/public/a%20b", "/public/a b", ()),
+        ("/v1/admin;jsessionid=1", "/v1/admin;jsessionid=1", ("/v1/admin",)),
+        ("/v1/%2561dmin", "/v1/%61dmin", ("/v1/admin",)),
+        ("/v1/admin/", "/v1/admin/", ("/v1/admin",)),
+        ("/public/100%25", "/public/100%", ()),
+    ],
+)
+def test_read_path_lists_every_reading(raw_path: str, path: str, others: tuple[str, ...]) -> None:
+    reading = read_path(raw_path)
+    assert reading.path == path
+    assert reading.others == others
+
+
+@pytest.mark.parametrize(
+    "raw_path",
+    ["/v1/admin;x", "/v1/admin/", "/v1/%2561dmin", "/v1/ad%256din;y/", "/v1/admin%3bx"],
+)
+def test_a_path_that_reads_as_another_route_is_refused(raw_path: str) -> None:
+    """`/v1/**` is public, `/v1/admin` is not: every reading must pick the same route."""
+    table = RouteTable(
+        [
+            Route(path="/v1/admin", scopes=["admin:manage"]),
+            Route(path="/v1/**", public=True),
+        ],
+        "deny",
+    )
+    with pytest.raises(NonCanonicalPath):
+        table.match_reading("GET", read_path(raw_path))
+    route = table.match_reading("GET", read_path("/v1/other;x/"))
+    assert route is not None
+    assert route.public
+
+
+@pytest.mark.parametrize(
     ("raw_path", "path"),
     [
         ("/public/../admin", "/public/../admin"),
@@ -216,6 +271,18 @@ def test_canonical_paths_pass(raw_path: str, path: str) -> None:
         ("/public/a%00b", "/public/a\x00b"),
         ("public/x", "public/x"),
         ("*", "*"),
+        # SPEC §14: how Tomcat/Spring and double-decoding upstreams read the same bytes
+        ("/public/..;/v1/orders/1", ""),
+        ("/public/%2e%2e;x/v1/orders/1", ""),
+        ("/public/.;/x", ""),
+        ("/public/..%3b/x", ""),
+        ("/public/%252e%252e/x", ""),
+        ("/public/%252E./x", ""),
+        ("/public%252Fx", ""),
+        ("/public%255cx", ""),
+        ("/public/a%2500", ""),
+        ("/public/%c0%ae%c0%ae/x", ""),  # overlong UTF-8 dots: not UTF-8 at all
+        ("/public/%25c0%25ae/x", ""),
     ],
 )
 def test_non_canonical_paths_are_refused(raw_path: str, path: str) -> None:
@@ -290,6 +357,12 @@ def test_request_headers_to_forward() -> None:
         ("X-Request-Id", "client-id"),
         ("X-Sidecar-Key-Name", "forged"),
         ("x-sidecar-scopes", "*"),
+        ("X_Sidecar_Key_Name", "forged"),
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("X-Original-URL", "/admin"),
+        ("X-Forwarded-Prefix", "/evil"),
+        ("X-Real-IP", "10.0.0.1"),
+        ("X_Custom", "underscored"),
         ("Cookie", "a=b"),
         ("X-Custom", "1"),
         ("X-Custom", "2"),
@@ -368,7 +441,19 @@ TRUSTED: list[IPNetwork] = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_net
 def test_client_address(
     peer: str, forwarded_for: str | None, trusted: list[IPNetwork], expected: tuple[str, str]
 ) -> None:
-    assert client_address(peer, forwarded_for, trusted) == expected
+    lines = [] if forwarded_for is None else [forwarded_for]
+    assert client_address(peer, lines, trusted) == expected
+
+
+def test_client_address_reads_every_forwarded_for_line() -> None:
+    """SPEC §14: a trusted proxy that appends its own line must not leave the client's line
+    to be believed (a key allowlisted to 10.0.0.0/8 accepted from anywhere)."""
+    trusted = [ipaddress.ip_network("10.0.0.0/8")]
+    lines = ["10.9.9.9", "198.51.100.7"]  # the client's forgery, then the proxy's real address
+    assert client_address("10.0.0.1", lines, trusted) == (
+        "198.51.100.7",
+        "10.9.9.9, 198.51.100.7, 10.0.0.1",
+    )
 
 
 # Properties
@@ -443,7 +528,9 @@ def forwarding_cases(draw: st.DrawFn) -> tuple[list[tuple[str, str]], list[str],
     pool.append(key_header or "x-api-key")
     names = any_case(
         st.one_of(
-            st.sampled_from(pool), st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,10}", fullmatch=True)
+            st.sampled_from(pool),
+            st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,10}", fullmatch=True),
+            st.sampled_from(pool).map(lambda name: name.replace("-", "_")),
         )
     )
     headers = draw(st.lists(st.tuples(names, st.text(max_size=5)), max_size=12))
@@ -459,14 +546,19 @@ def test_forwarded_request_headers_never_carry_hop_by_hop_or_credentials(
 ) -> None:
     headers, connection, key_header = case
     forwarded = request_headers_to_forward(headers, connection, key_header)
-    banned = set(_NEVER_FORWARDED) | connection_tokens(connection)
+    banned = set(_NEVER_FORWARDED) | connection_tokens(connection) | OVERRIDE_HEADERS
     if key_header is not None:
-        banned.add(key_header.lower())
+        banned.add(header_key(key_header))
     for name, _value in forwarded:
-        assert name.lower() not in banned, name
+        assert header_key(name) not in banned, name
+        assert not header_key(name).startswith(("x-sidecar-", "x-forwarded-")), name
+        assert "_" not in name, name  # limits.headers_with_underscores: drop
     # Nothing else is lost, and order is kept.
     assert forwarded == [
         (name, value)
         for name, value in headers
-        if name.lower() not in banned and name.lower() not in _SET_BY_PROXY_EXTRA
+        if header_key(name) not in banned
+        and header_key(name) not in _SET_BY_PROXY_EXTRA
+        and not header_key(name).startswith(("x-sidecar-", "x-forwarded-"))
+        and "_" not in name
     ]
