@@ -145,7 +145,9 @@ async def open_sidecar(
         pipeline = Pipeline(
             settings,
             routes=RouteTable(settings.routes, settings.default_route),
-            upstream=UpstreamClient(settings.upstream, session),
+            upstream=UpstreamClient(
+                settings.upstream, session, max_head_bytes=settings.limits.max_header_bytes
+            ),
             authenticator=authenticator,
             events=EventLog(event_writer, metrics),
             audit=AuditTrail(settings, audit_writer, _cipher(settings), metrics),

@@ -116,6 +116,7 @@ class RateLimited(Rejected):
 class BadRequest(Rejected):
     status = 400
     title = "Bad request"
+    closes_connection = True  # a client that sends what cannot be read is not kept
 
 
 class HeaderTooLarge(Rejected):

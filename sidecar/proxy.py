@@ -21,6 +21,7 @@ from yarl import URL
 from sidecar.config import Upstream
 from sidecar.errors import BodyTimeout, BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
 from sidecar.headers import response_headers_to_return
+from sidecar.upstream_head import fetch_head
 
 _CHUNK = 64 * 1024
 
@@ -43,14 +44,18 @@ class Forwarded:
     upstream_seconds: float
 
 
+def upstream_ssl_context(upstream: Upstream) -> ssl.SSLContext:
+    """Verifies the upstream's certificate: against `upstream.ca_file` when set."""
+    if upstream.ca_file is not None:
+        return ssl.create_default_context(cafile=str(upstream.ca_file))
+    return ssl.create_default_context()
+
+
 def create_upstream_session(upstream: Upstream) -> aiohttp.ClientSession:
     """The one shared, keep-alive client session to the upstream."""
-    ssl_context: ssl.SSLContext | bool = True
-    if upstream.ca_file is not None:
-        ssl_context = ssl.create_default_context(cafile=str(upstream.ca_file))
     connector = aiohttp.TCPConnector(
         limit=upstream.max_connections,
-        ssl=ssl_context,
+        ssl=upstream_ssl_context(upstream),
         enable_cleanup_closed=False,
     )
     return aiohttp.ClientSession(
@@ -70,9 +75,14 @@ def create_upstream_session(upstream: Upstream) -> aiohttp.ClientSession:
 class UpstreamClient:
     """Sends one request upstream and streams the answer back to the client."""
 
-    def __init__(self, upstream: Upstream, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, upstream: Upstream, session: aiohttp.ClientSession, *, max_head_bytes: int
+    ) -> None:
         assert upstream.url is not None
         base = URL(upstream.url)
+        self._settings = upstream
+        self._head_ssl = upstream_ssl_context(upstream) if base.scheme == "https" else None
+        self._max_head_bytes = max_head_bytes
         self._origin = str(base.origin())
         self._base_path = base.raw_path.rstrip("/")
         self.host_header = base.raw_host or ""
@@ -104,6 +114,8 @@ class UpstreamClient:
         """
         url = self.url_for(request.rel_url.raw_path, request.rel_url.raw_query_string)
         started = time.perf_counter()
+        if request.method == "HEAD":
+            return await self._forward_head(request, url, headers, response_headers, close)
         try:
             upstream = await self._session.request(
                 request.method,
@@ -151,6 +163,37 @@ class UpstreamClient:
             await response.write_eof()
         finally:
             upstream.release()
+        return Forwarded(response=response, upstream_seconds=upstream_seconds)
+
+    async def _forward_head(
+        self,
+        request: web.BaseRequest,
+        url: URL,
+        headers: list[tuple[str, str]],
+        response_headers: Mapping[str, str],
+        close: bool,
+    ) -> Forwarded:
+        started = time.perf_counter()
+        answer = await fetch_head(
+            url,
+            headers,
+            ssl_context=self._head_ssl,
+            connect_timeout_s=self._settings.connect_timeout_s,
+            timeout_s=self._settings.timeout_s,
+            max_head_bytes=self._max_head_bytes,
+        )
+        upstream_seconds = time.perf_counter() - started
+        if answer.status < 200:
+            raise UpstreamUnavailable(f"the upstream sent {answer.status}, not a final response")
+        connection = [value for name, value in answer.headers if name.lower() == "connection"]
+        response = web.StreamResponse(status=answer.status, reason=answer.reason or None)
+        for name, value in response_headers_to_return(answer.headers, connection):
+            response.headers.add(name, value)
+        response.headers.update(response_headers)
+        if close:
+            response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
         return Forwarded(response=response, upstream_seconds=upstream_seconds)
 
 

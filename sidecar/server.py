@@ -28,6 +28,9 @@ class StartupError(SidecarError):
     """The process cannot start serving (a port taken, a parser missing)."""
 
 
+_LINGERING_S = 10.0  # aiohttp's default
+
+
 def check_c_parser() -> None:
     """Refuse the pure-Python HTTP parser: the C one is the one hardened against smuggling."""
     parser = web_protocol.HttpRequestParser  # type: ignore[attr-defined]
@@ -127,6 +130,10 @@ async def running(
             keepalive_timeout=settings.limits.keepalive_s,
             max_field_size=settings.limits.max_header_bytes,
             max_line_size=settings.limits.max_header_bytes,
+            # After an answer that left the body unread (413, 408), aiohttp reads and discards
+            # the rest so the client sees the answer; a client that stalls gets no longer for
+            # that than it would for the next byte of a body it is sending.
+            lingering_time=min(_LINGERING_S, settings.limits.body_timeout_s),
         )
         proxy = web.ServerRunner(proxy_server, shutdown_timeout=settings.shutdown.grace_s)
         await health.setup()
