@@ -9,7 +9,6 @@ headers in `sidecar.protocol`.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from dataclasses import dataclass, field
 from email.utils import format_datetime
@@ -25,12 +24,8 @@ from sidecar.config import Settings
 from sidecar.errors import (
     AuthenticationFailed,
     BadRequest,
-    BodyTooLarge,
     Draining,
-    HeaderTooLarge,
     InternalError,
-    KeyInHeader,
-    KeyInUrl,
     MissingScope,
     NoRoute,
     Rejected,
@@ -39,17 +34,16 @@ from sidecar.errors import (
 from sidecar.events import EventLog, bounded, build_event
 from sidecar.headers import (
     REQUEST_ID_HEADER,
-    SINGLETONS,
-    RequestHeaderPolicy,
     client_address,
     request_id,
 )
-from sidecar.keys import KEY_PATTERN, mask_keys
+from sidecar.keys import mask_keys
 from sidecar.metrics import Metrics
-from sidecar.paths import NonCanonicalPath, PathReading, read_path
+from sidecar.paths import NonCanonicalPath
 from sidecar.problems import problem_response
 from sidecar.proxy import UpstreamAborted, UpstreamClient
 from sidecar.routes import UNMATCHED, RouteTable, missing_scopes
+from sidecar.screening import MisplacedKey, RequestScreen
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 CLIENT_GONE = 499
@@ -107,12 +101,8 @@ class Pipeline:
         self._trusted = tuple(settings.trusted_proxies)
         self._max_body = settings.limits.max_body_bytes
         self._body_timeout_s = settings.limits.body_timeout_s
-        self._max_header_bytes = settings.limits.max_header_bytes
         self._key_header = settings.keys.header
-        self._header_policy = RequestHeaderPolicy(
-            settings.keys.header, settings.limits.headers_with_underscores
-        )
-        self._singletons = SINGLETONS + ((settings.keys.header,) if settings.keys.header else ())
+        self._screen = RequestScreen(settings)
         self._log = structlog.get_logger("sidecar.request")
 
     def replace_routes(self, routes: RouteTable) -> None:
@@ -167,23 +157,10 @@ class Pipeline:
         client_ip = exchange.client_ip
         if self._lifecycle.closed:
             raise Draining("the sidecar is shutting down; retry", retry_after=1)
-        head = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
-        if head > self._max_header_bytes:
-            raise HeaderTooLarge(f"the header block is over {self._max_header_bytes} bytes")
-        connection = request.headers.getall("Connection", ())
-        problem = self._header_policy.problem(request.headers.items(), connection)
-        if problem is None:
-            problem = self._duplicated_singleton(request)
-        if problem is not None:
-            raise BadRequest(problem)
-        try:
-            reading = read_path(request.rel_url.raw_path)
-        except NonCanonicalPath as exc:
-            raise BadRequest(str(exc)) from None
-        length = request.content_length
-        if length is not None and length > self._max_body:
-            raise BodyTooLarge(f"the request body is larger than {self._max_body} bytes")
-        await self._refuse_misplaced_keys(request, reading, exchange)
+        reading = self._screen.read(request)
+        misplaced = self._screen.misplaced_key(request, reading)
+        if misplaced is not None:
+            await self._refuse_misplaced_key(misplaced, exchange)
 
         try:
             route = self._routes.match_reading(request.method, reading)
@@ -220,7 +197,9 @@ class Pipeline:
             body_timeout_s=self._body_timeout_s,
             captures=captures,
         )
-        headers = self._header_policy.forward(request.headers.items(), connection)
+        headers = self._screen.headers.forward(
+            request.headers.items(), request.headers.getall("Connection", ())
+        )
         if outgoing.rewritten:
             headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
         headers += [
@@ -266,61 +245,13 @@ class Pipeline:
                 return value.strip()
         return None
 
-    def _duplicated_singleton(self, request: web.BaseRequest) -> str | None:
-        """A second line of a header the sidecar reads one value of: the upstream may read
-        the other one (SPEC §14)."""
-        for name in self._singletons:
-            if len(request.headers.getall(name, ())) > 1:
-                return f"the {name} header may appear only once"
-        return None
-
-    async def _refuse_misplaced_keys(
-        self, request: web.BaseRequest, reading: PathReading, exchange: Exchange
-    ) -> None:
-        """SPEC §14: a key-shaped string anywhere but the credential header is refused (and
-        the key flagged `exposed` once its secret verifies): a URL is logged and cached by
-        every hop, and another header is forwarded upstream and recorded."""
-        url_text = reading.path
-        if reading.others:
-            url_text += "\n" + "\n".join(reading.others)
-        if request.rel_url.raw_query_string:
-            url_text += "\n" + request.rel_url.query_string
-        found = KEY_PATTERN.search(url_text)
-        refusal: Rejected
-        if found is not None:
-            refusal = KeyInUrl(
-                "API keys must not be sent in the URL; a key sent there is flagged exposed"
-            )
-        else:
-            found = self._key_in_other_header(request)
-            if found is None:
-                return
-            refusal = KeyInHeader(
-                "API keys are accepted only in the Authorization header"
-                + (f" or {self._key_header}" if self._key_header else "")
-                + "; a key sent elsewhere is flagged exposed"
-            )
+    async def _refuse_misplaced_key(self, misplaced: MisplacedKey, exchange: Exchange) -> None:
+        """SPEC §14: refused, and the key flagged `exposed` only once its secret verifies."""
         exchange.shown_path = mask_keys(exchange.shown_path)
-        key_id = await self._auth.flag_exposed(found.group(0), exchange.client_ip)
+        key_id = await self._auth.flag_exposed(misplaced.presented, exchange.client_ip)
         if key_id is not None:
             exchange.extra["key_id"] = key_id
-        raise refusal
-
-    def _key_in_other_header(self, request: web.BaseRequest) -> re.Match[str] | None:
-        for name, value in request.headers.items():
-            if "_" not in value or self._is_credential_header(name, value):
-                continue  # every key has underscores: most values are skipped without a regex
-            found = KEY_PATTERN.search(value)
-            if found is not None:
-                return found
-        return None
-
-    def _is_credential_header(self, name: str, value: str) -> bool:
-        lowered = name.lower()
-        if lowered == "authorization":
-            scheme, _, _token = value.partition(" ")
-            return scheme.lower() == "bearer"
-        return lowered == self._key_header
+        raise misplaced.refusal
 
     def _emit(self, request: web.BaseRequest, exchange: Exchange, exc: Rejected) -> None:
         assert exc.event is not None
