@@ -1,0 +1,53 @@
+"""The documents that ship with the project tell the truth about the code they describe."""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from sidecar.config import Rate, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGURATION = ROOT / "docs" / "configuration.md"
+
+
+def config_keys(model: type[BaseModel] = Settings, prefix: str = "") -> list[str]:
+    """Every configurable key's dotted path; a rate (`{requests, per_seconds}`) is one key."""
+    keys = []
+    for name, field in model.model_fields.items():
+        sections = [
+            arg
+            for arg in (field.annotation, *typing.get_args(field.annotation))
+            if isinstance(arg, type) and issubclass(arg, BaseModel) and arg is not Rate
+        ]
+        if sections and name != "routes":
+            keys += config_keys(sections[0], f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+@pytest.mark.parametrize("key", config_keys())
+def test_every_config_key_is_in_the_reference(key: str) -> None:
+    assert f"| `{key}` |" in CONFIGURATION.read_text(encoding="utf-8"), key
+
+
+def test_the_reference_names_no_key_that_does_not_exist() -> None:
+    keys = set(config_keys())
+    rows = [
+        line.split("`")[1]
+        for line in CONFIGURATION.read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `")
+    ]
+    assert rows
+    assert [row for row in rows if row not in keys] == []
+
+
+def test_nothing_points_outside_the_repository() -> None:
+    """Users have the repository only: README and docs/ must stand alone."""
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for document in documents:
+        assert "../shared" not in document.read_text(encoding="utf-8"), document.name
