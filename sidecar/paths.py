@@ -3,8 +3,9 @@
 Routes are matched on the decoded path while the upstream receives the raw one, and
 upstreams do not all decode alike: Tomcat and Spring remove `;parameters` from each segment
 before they resolve `..` (so `/public/..;/admin` is `/admin` to them), some servers and
-frameworks percent-decode twice (`%252e%252e` is `..` to them), and some ignore a trailing
-slash. `read_path` computes every such reading of the path. A path is accepted only when
+frameworks percent-decode twice (`%252e%252e` is `..` to them), some ignore a trailing
+slash, and some match paths without regard to case (IIS, case-insensitive Spring matchers).
+`read_path` computes every such reading of the path. A path is accepted only when
 none of the readings holds a dot segment, an empty segment, or an encoded separator, and the
 caller then checks that all readings select the same route: a path that means one thing to
 the sidecar and another to the upstream is refused, not normalised.
@@ -53,8 +54,9 @@ def _check(segments: list[str]) -> None:
             raise NonCanonicalPath("dot segments are not allowed in the path")
         if segment == "" and index < len(segments) - 1:
             raise NonCanonicalPath("empty segments are not allowed in the path")
-        if "\\" in segment or "\x00" in segment:
-            raise NonCanonicalPath("back-slashes and NUL are not allowed in the path")
+        if "\\" in segment or not segment.isprintable():
+            # Control characters have no use in a path and many ways to be misread.
+            raise NonCanonicalPath("back-slashes and control characters are not allowed here")
 
 
 def read_path(raw_path: str) -> PathReading:
@@ -88,6 +90,10 @@ def read_path(raw_path: str) -> PathReading:
     for reading in list(readings):
         if len(reading) > 1 and reading.endswith("/"):
             readings.append(reading.rstrip("/"))  # frameworks that match `/a/` as `/a`
+    for reading in list(readings):
+        folded = reading.lower()
+        if folded != reading:
+            readings.append(folded)  # servers that match paths case-insensitively
     primary = readings[0]
     others = tuple(dict.fromkeys(reading for reading in readings[1:] if reading != primary))
     return PathReading(primary, others)

@@ -237,7 +237,14 @@ def test_read_path_lists_every_reading(raw_path: str, path: str, others: tuple[s
 
 @pytest.mark.parametrize(
     "raw_path",
-    ["/v1/admin;x", "/v1/admin/", "/v1/%2561dmin", "/v1/ad%256din;y/", "/v1/admin%3bx"],
+    [
+        "/v1/admin;x",
+        "/v1/admin/",
+        "/v1/%2561dmin",
+        "/v1/ad%256din;y/",
+        "/v1/admin%3bx",
+        "/v1/ADMIN",
+    ],
 )
 def test_a_path_that_reads_as_another_route_is_refused(raw_path: str) -> None:
     """`/v1/**` is public, `/v1/admin` is not: every reading must pick the same route."""
@@ -283,6 +290,8 @@ def test_a_path_that_reads_as_another_route_is_refused(raw_path: str) -> None:
         ("/public/a%2500", ""),
         ("/public/%c0%ae%c0%ae/x", ""),  # overlong UTF-8 dots: not UTF-8 at all
         ("/public/%25c0%25ae/x", ""),
+        ("/public/a%0d%0aSet-Cookie:%20x", ""),  # control characters, decoded
+        ("/public/a%e2%80%a8b", ""),  # U+2028, a line separator
     ],
 )
 def test_non_canonical_paths_are_refused(raw_path: str, path: str) -> None:
