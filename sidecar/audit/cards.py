@@ -222,3 +222,38 @@ class _LuhnSums:
         # Luhn leaves the last digit as is and doubles every second one to its left.
         sums = self._even_plain if (end - 1) % 2 == 0 else self._odd_plain
         return (sums[end] - sums[start]) % 10 == 0
+
+
+_NON_ZERO = re.compile(rb"[^\0]+")
+
+
+def mask_cards_in_bytes(data: bytes) -> tuple[bytes, bool]:
+    """Card numbers written as ASCII digits anywhere in `data`, masked byte for byte.
+
+    For bytes the guard cannot read as text (binary, or an encoding it decoded but that a
+    recipient might read differently): the bytes as Latin-1, then the bytes with every zero
+    byte ignored, which is how UTF-16 and UTF-32 (either order, any alignment) write ASCII
+    digits. Both passes are linear; the second runs only when there are zero bytes.
+    """
+    masked, found = mask_cards(data.decode("latin-1"))
+    out = masked.encode("latin-1") if found else data
+    if b"\0" not in out:
+        return out, found
+    narrow = out.replace(b"\0", b"")
+    cards = list(_cards(narrow.decode("latin-1"), rescan_kept=True))
+    if not cards:
+        return out, found
+    # Map positions in `narrow` back to `out`: the k-th non-zero byte, walking both in order.
+    buffer = bytearray(out)
+    segments = _NON_ZERO.finditer(out)
+    segment = next(segments)
+    seen = 0  # non-zero bytes before `segment`
+    for start, _end, keep in cards:
+        for position in range(start, keep):
+            if not 48 <= narrow[position] <= 57:
+                continue
+            while position >= seen + segment.end() - segment.start():
+                seen += segment.end() - segment.start()
+                segment = next(segments)
+            buffer[segment.start() + position - seen] = 42  # "*"
+    return bytes(buffer), True
