@@ -132,8 +132,13 @@ def build_record(
     card_numbers: str,
     credentials: str,
     request_screened: bool = False,
+    request_inspected: bool = True,
 ) -> dict[str, object]:
     """The SPEC §7 record; `mapped_body` None means the body was forwarded as received.
+
+    `request_inspected` (recorded as `request.inspected`, SPEC §14): whether the data guard
+    read the whole request body. When it did not, `mapped_body` is the forwarded bytes exactly,
+    unmasked: the record must not show a masked body the upstream never got.
 
     `request_screened`: the data guard already read the whole request body with these modes
     and found nothing, so masking it again would only cost time (a truncated capture is still
@@ -147,6 +152,7 @@ def build_record(
         card_numbers=card_numbers,
         credentials=credentials,
         request_clean=request_screened and not raw_body.truncated,
+        mapped_verbatim=not request_inspected,
     )
     request_headers = recordable_headers(request_headers.items(), None)
     response_headers = recordable_headers(response_headers.items(), None)
@@ -172,6 +178,7 @@ def build_record(
             "body_encoding": encoding,
             "body_truncated": raw_body.truncated,
             "body_bytes": raw_body.total,
+            "inspected": request_inspected,
         },
         "response": {
             "status": response_status,
@@ -208,6 +215,7 @@ class _Masking:
     card_numbers: str
     credentials: str
     request_clean: bool = False
+    mapped_verbatim: bool = False  # mapped_body as forwarded, not masked again
 
     def text(self, text: str, content_type: str | None) -> str:
         return redact_text(
@@ -236,10 +244,15 @@ class _Masking:
             if self.request_clean:
                 return raw_text, mapped_text, UTF8
             recorded = self.text(raw_text, content_type)
+            if self.mapped_verbatim:
+                return recorded, mapped_text, UTF8
             if mapped is None:
                 return recorded, recorded, UTF8
             return recorded, self.text(mapped_text, content_type), UTF8
         recorded = self.binary(raw.data, content_type)
+        if self.mapped_verbatim:
+            forwarded = raw.data if mapped is None else mapped.data
+            return recorded, base64.b64encode(forwarded).decode("ascii"), BASE64
         if mapped is None:
             return recorded, recorded, BASE64
         return recorded, self.binary(mapped.data, content_type), BASE64
