@@ -18,6 +18,7 @@ import orjson
 from sidecar.audit.cards import mask_cards
 from sidecar.audit.credentials import is_credential_name
 from sidecar.audit.guard import redact_bytes, redact_text
+from sidecar.errors import SidecarError
 from sidecar.headers import CREDENTIAL_HEADERS
 
 SCHEMA_VERSION = 1
@@ -238,6 +239,8 @@ class _Masking:
         self, raw: CapturedBody, mapped: CapturedBody | None, content_type: str | None
     ) -> tuple[str, str, str]:
         """(raw_body, mapped_body, body_encoding): one encoding for both, so they compare."""
+        if not self.request_clean and "multipart/" in (content_type or "").lower():
+            raw = CapturedBody(self.multipart(raw.data, content_type), raw.total)
         raw_text = _utf8(raw.data, truncated=raw.truncated)
         mapped_text = raw_text if mapped is None else _utf8(mapped.data, truncated=mapped.truncated)
         if raw_text is not None and mapped_text is not None:
@@ -256,6 +259,28 @@ class _Masking:
         if mapped is None:
             return recorded, recorded, BASE64
         return recorded, self.binary(mapped.data, content_type), BASE64
+
+    def multipart(self, data: bytes, content_type: str | None) -> bytes:
+        """A multipart capture with each part masked as the guard would (both modes mask
+        here); one the guard cannot frame (cut off by the capture limit) is left to the text
+        scan that follows."""
+        from sidecar.audit.screen import screen_body  # screen imports guard, as this does
+
+        def redact(mode: str) -> str:
+            return "off" if mode == "off" else "redact"
+
+        try:
+            return screen_body(
+                data,
+                content_type,
+                None,
+                card_numbers=redact(self.card_numbers),
+                credentials=redact(self.credentials),
+                route_map=None,
+                max_inspect_bytes=len(data) + 1,
+            ).body
+        except SidecarError:
+            return data
 
     def body(self, body: CapturedBody, content_type: str | None) -> str:
         text = _utf8(body.data, truncated=body.truncated)
