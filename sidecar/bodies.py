@@ -1,22 +1,35 @@
 """Request bodies on their way upstream: streamed as they come, or, when the data guard or a
-route `map` must see them, read whole (up to `data_guard.max_inspect_bytes`) and rewritten.
+route `map` must see them, read whole (up to `data_guard.max_inspect_bytes`) and screened.
 
-Either way the first `audit.max_body_bytes` are captured for the audit record.
+Which bodies are held (SPEC §14, "fail closed"):
+
+- either guard kind in `reject` mode: every body. One larger than `max_inspect_bytes` is
+  refused (413) rather than forwarded unread, whatever its declared type.
+- otherwise (`redact`/`off`, or only a route map): bodies whose declared type the guard reads
+  (JSON, forms, text, multipart), refused past the limit as before; bodies with no
+  `Content-Type`, held up to the limit and, past it, streamed on unread (`inspected: false`).
+  Other declared types (images, archives, octet-stream) stream unread, as they always did.
+
+Either way the first `audit.max_body_bytes` are captured for the audit record, and
+`Captures.inspected` says whether the guard read the whole body.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
 
+import aiohttp
 from aiohttp import web
 
-from sidecar.audit.guard import guard_body, is_inspectable
 from sidecar.audit.record import BodyCapture, CapturedBody
+from sidecar.audit.screen import screen_body
+from sidecar.audit.sniff import declared_kind, media_type
 from sidecar.config import DataGuard, RouteMap
 from sidecar.errors import BodyTooLarge
-from sidecar.proxy import LimitedBody, body_chunks
+from sidecar.proxy import Capture, LimitedBody, body_chunks
 
 INLINE_INSPECT_BYTES = 64 * 1024
 
@@ -30,6 +43,7 @@ class Captures:
     response: BodyCapture
     mapped: CapturedBody | None = None  # None: forwarded exactly as received
     screened: bool = False  # the guard read the whole body and found nothing to mask
+    inspected: bool = True  # False: the guard did not read the whole body (see notes)
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -57,32 +71,52 @@ async def prepare_request_body(
         LimitedBody(request.content, max_body, timeout_s=body_timeout_s, capture=captures.request),
         rewritten=False,
     )
-    if not ((guard.active or route_map is not None) and is_inspectable(content_type)):
-        return streamed
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        # SPEC §12: compressed bodies are forwarded as they are, never inflated, so the guard
-        # cannot look inside. The record shows the encoding; the log line says so too.
-        captures.notes["guard"] = f"not inspected: {encoding}-encoded"
+    reject = "reject" in (guard.card_numbers, guard.credentials)
+    kind = declared_kind(media_type(content_type))
+    if not (guard.active or route_map is not None) or not (reject or kind or not content_type):
+        captures.inspected = False
+        captures.notes["guard"] = "not inspected: " + (
+            "data guard off" if not guard.active else f"{media_type(content_type)} streamed"
+        )
         return streamed
     limit = min(guard.max_inspect_bytes, max_body)
-    data = await _read_whole(request, limit, body_timeout_s)
+    chunks, size = await _read_up_to(request, limit, body_timeout_s)
+    if size > limit:
+        if reject or kind is not None or size > max_body:
+            raise BodyTooLarge(f"the body is larger than the {limit} bytes the data guard inspects")
+        # Untyped and too big to hold in redact mode: what was read goes first, the rest
+        # streams on; the record says the guard did not read it.
+        for chunk in chunks:
+            captures.request.feed(chunk)
+        captures.inspected = False
+        captures.notes["guard"] = f"not inspected: untyped body over {limit} bytes"
+        rest = _HeldThenStreamed(
+            chunks, request.content, max_body, timeout_s=body_timeout_s, capture=captures.request
+        )
+        return Outgoing(rest, rewritten=False)
+    data = b"".join(chunks)
     captures.request.feed(data)
     inspect = partial(
-        guard_body,
+        screen_body,
         data,
         content_type,
+        request.headers.get("Content-Encoding"),
         card_numbers=guard.card_numbers,
         credentials=guard.credentials,
         route_map=route_map,
+        max_inspect_bytes=guard.max_inspect_bytes,
     )
-    # Scanning is pure Python (up to ~0.6 s per MiB in the worst case): small bodies inline,
-    # large ones off the event loop so one upload cannot stall every other request.
-    if len(data) <= INLINE_INSPECT_BYTES:
+    # Scanning is pure Python (see the README for the bound per MiB): small bodies inline,
+    # large or compressed ones (which may inflate to the limit) off the event loop, so one
+    # upload cannot stall every other request.
+    if len(data) <= INLINE_INSPECT_BYTES and "Content-Encoding" not in request.headers:
         result = inspect()
     else:
         result = await asyncio.get_running_loop().run_in_executor(None, inspect)
-    captures.screened = not result.findings
+    captures.inspected = result.inspected
+    captures.screened = result.inspected and not result.findings
+    if result.note is not None:
+        captures.notes["guard"] = result.note
     if not result.changed:
         return Outgoing(data, rewritten=False)
     mapped = BodyCapture(captures.limit)
@@ -91,12 +125,41 @@ async def prepare_request_body(
     return Outgoing(result.body, rewritten=True)
 
 
-async def _read_whole(request: web.BaseRequest, limit: int, timeout_s: float) -> bytes:
+async def _read_up_to(
+    request: web.BaseRequest, limit: int, timeout_s: float
+) -> tuple[list[bytes], int]:
+    """The body's chunks until it ends or passes `limit` bytes, and how many bytes they hold."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in body_chunks(request.content, timeout_s):
         size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"the body is larger than the {limit} bytes the data guard inspects")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if size > limit:
+            break
+    return chunks, size
+
+
+class _HeldThenStreamed(LimitedBody):
+    """The chunks already read, then the rest of the body, within the same `max_bytes`."""
+
+    def __init__(
+        self,
+        held: list[bytes],
+        stream: aiohttp.StreamReader,
+        max_bytes: int,
+        *,
+        timeout_s: float,
+        capture: Capture,
+    ) -> None:
+        held_bytes = sum(len(chunk) for chunk in held)
+        super().__init__(stream, max_bytes - held_bytes, timeout_s=timeout_s, capture=capture)
+        self._held = held
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._held_then_rest()
+
+    async def _held_then_rest(self) -> AsyncIterator[bytes]:
+        for chunk in self._held:
+            yield chunk
+        async for chunk in LimitedBody.__aiter__(self):
+            yield chunk

@@ -322,6 +322,7 @@ class Pipeline:
             if exchange.upstream_seconds is None
             else exchange.upstream_seconds * 1000,
             request_screened=captures.screened,
+            request_inspected=captures.inspected,
         )
 
     def _finish(self, request: web.BaseRequest, exchange: Exchange, started: float) -> None:

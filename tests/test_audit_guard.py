@@ -669,10 +669,11 @@ def test_forms(body: bytes, expected: bytes, findings: tuple[str, ...]) -> None:
         assert result.body is body
 
 
-def test_text_gets_cards_masked_but_not_names() -> None:
-    body = b"password=hunter2 card 4111 1111 1111 1111"
+def test_text_gets_cards_and_credential_pairs_masked() -> None:
+    body = b"password=hunter2 card 4111 1111 1111 1111 page_token: abc"
     result = guard(body, "text/csv")
-    assert result.body == b"password=hunter2 card **** **** **** 1111"
+    assert result.body == b"password=[REDACTED] card **** **** **** 1111 page_token: abc"
+    assert result.findings == ("credential:password", "card_number")
 
 
 def test_text_in_a_declared_charset() -> None:

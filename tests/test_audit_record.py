@@ -47,6 +47,7 @@ SPEC_REQUEST_FIELDS = {
     "body_encoding",
     "body_truncated",
     "body_bytes",
+    "inspected",  # SPEC §14: whether the data guard read the whole body
 }
 SPEC_RESPONSE_FIELDS = {"status", "headers", "body", "body_truncated", "body_bytes"}
 
@@ -110,6 +111,7 @@ def test_the_record_has_exactly_the_fields_of_spec_section_7() -> None:
             "body_encoding": "utf-8",
             "body_truncated": False,
             "body_bytes": 9,
+            "inspected": True,
         },
         "response": {
             "status": 201,
@@ -240,6 +242,19 @@ def test_binary_bodies_are_base64_for_both_request_bodies() -> None:
     # One encoding covers both, so raw and mapped stay comparable.
     assert base64.b64decode(built["request"]["mapped_body"]) == b"plain"
     assert base64.b64decode(built["response"]["body"]) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_uninspected_body_is_recorded_as_forwarded_and_says_so() -> None:
+    # SPEC §14: the guard did not read it, so it went upstream as it came; mapped_body must
+    # show exactly that, never a masked body the upstream did not get.
+    raw = b'{"pan":"4111111111111111"}'
+    built = record(raw_body=body(raw), request_inspected=False)
+    assert built["request"]["inspected"] is False
+    assert built["request"]["mapped_body"] == raw.decode()
+    assert built["request"]["raw_body"] == '{"pan":"************1111"}'
+    gzipped = b"\x1f\x8b\x08\x00 4111111111111111"
+    built = record(raw_body=body(gzipped), request_inspected=False)
+    assert base64.b64decode(built["request"]["mapped_body"]) == gzipped
 
 
 def test_binary_bodies_are_masked_before_base64() -> None:

@@ -60,6 +60,7 @@ RECORD_FIELDS = {
 }  # fmt: skip
 REQUEST_FIELDS = {
     "headers", "raw_body", "mapped_body", "body_encoding", "body_truncated", "body_bytes",
+    "inspected",
 }  # fmt: skip
 RESPONSE_FIELDS = {"status", "headers", "body", "body_truncated", "body_bytes"}
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -156,6 +157,7 @@ def assert_shape(record: dict[str, Any]) -> None:
     assert request["body_encoding"] in ("utf-8", "base64")
     assert type(request["body_truncated"]) is bool
     assert type(request["body_bytes"]) is int
+    assert type(request["inspected"]) is bool
     assert type(response["status"]) is int
     assert isinstance(response["body"], str)
     assert type(response["body_truncated"]) is bool

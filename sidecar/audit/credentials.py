@@ -156,6 +156,29 @@ def redact_credential_pairs(text: str, found: Callable[[str], None]) -> str:
     return "".join(pieces)
 
 
+# Plain text: `name=value` and `name: value` pairs (config lines, log lines, a form pasted
+# as text/plain). The name is bounded, so each start position costs a bounded match: linear.
+_TEXT_PAIR = re.compile(
+    r"(?<![\w.\[\]-])([A-Za-z_][\w.\[\]-]{0,63})[ \t]*[=:][ \t]*"
+    r"(\"[^\"\r\n]*\"|'[^'\r\n]*'|[^\s&;,\"']+)"
+)
+
+
+def redact_text_pairs(text: str, found: Callable[[str], None]) -> str:
+    """Text with the value of every credential-named `name=value` / `name: value` pair
+    replaced by [REDACTED]; `found` is called with each name."""
+
+    def replace(match: re.Match[str]) -> str:
+        name, value = match.group(1), match.group(2)
+        if not is_credential_name(name) or value.strip("\"'") in ("", REDACTED):
+            return match.group(0)
+        found(name)
+        return match.group(0)[: match.start(2) - match.start(0)] + REDACTED
+
+    masked = _TEXT_PAIR.sub(replace, text)
+    return text if masked == text else masked
+
+
 def _skip_space(text: str, position: int) -> int:
     match = _SPACE.match(text, position)
     return match.end() if match else position

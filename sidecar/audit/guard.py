@@ -9,8 +9,9 @@ mode says what happens: `redact` masks them in the forwarded body, `reject` refu
   field is judged by the name the client sent. A body that does not parse (or nests deeper than
   `MAX_DEPTH`) is scanned as text: card numbers, and `"name": value` pairs.
 - `application/x-www-form-urlencoded`: every field name and value; credential fields by name.
-- `text/*`: card numbers.
-- anything else is forwarded untouched.
+- `text/*`: card numbers, and credential `name=value` / `name: value` / `"name": value` pairs.
+- anything else is forwarded untouched by `guard_body`: `sidecar.audit.screen` decides from the
+  bytes what a body is (and refuses what it cannot read) before it calls in here.
 
 An untouched body comes back as the very bytes object passed in; a changed JSON body is
 re-serialised compactly. Findings name what was found and where, never the value.
@@ -32,6 +33,7 @@ from sidecar.audit.credentials import (
     is_empty,
     might_name_credentials,
     redact_credential_pairs,
+    redact_text_pairs,
 )
 from sidecar.config import RouteMap
 from sidecar.errors import ForbiddenData
@@ -49,6 +51,7 @@ class GuardResult:
     body: bytes  # the body to forward (and to record as mapped_body)
     changed: bool  # False: `body` is the original bytes object, untouched
     findings: tuple[str, ...]  # e.g. ("card_number", "credential:/user/password"); never values
+    deep: bool = False  # JSON nested past MAX_DEPTH: scanned as text, not walked
 
 
 def body_kind(content_type: str | None) -> BodyKind | None:
@@ -101,10 +104,56 @@ def guard_body(
     else:
         new = _guard_text(body, content_type, scan)
     findings = tuple(scan.findings)
-    _enforce(findings, card_numbers=card_numbers, credentials=credentials)
+    enforce(findings, card_numbers=card_numbers, credentials=credentials)
     if new is None or new == body:
-        return GuardResult(body, False, findings)
-    return GuardResult(new, True, findings)
+        return GuardResult(body, False, findings, scan.deep)
+    return GuardResult(new, True, findings, scan.deep)
+
+
+@dataclass(frozen=True, slots=True)
+class TextResult:
+    text: str  # the text to forward: the very object passed in when nothing changed
+    findings: tuple[str, ...]
+    deep: bool
+
+
+def guard_str(
+    text: str,
+    kind: BodyKind,
+    *,
+    card_numbers: str,
+    credentials: str,
+    route_map: RouteMap | None,
+) -> TextResult:
+    """`guard_body` for a body already decoded (UTF-16, UTF-32, a declared charset).
+
+    Same findings, same `ForbiddenData`; a changed JSON document comes back re-serialised
+    compactly, as text for the caller to encode the way the body came.
+    """
+    scan = _Scan(cards=card_numbers != "off", credentials=credentials != "off")
+    mapping = route_map is not None and bool(route_map.drop or route_map.rename)
+    if not text or not (mapping or _worth_scanning(text, kind, scan)):
+        return TextResult(text, (), False)
+    new = text
+    if kind == "json":
+        try:
+            document = _walk_json(text, scan)
+        except ValueError:
+            scan.restart()
+            new = _redact_plain(text, scan, pairs=True)
+        else:
+            changed = scan.changed
+            if route_map is not None and jsondoc.apply_route_map(document, route_map):
+                changed = True
+            if changed:
+                new = jsondoc.dumps(document).decode("utf-8")
+    elif kind == "form":
+        new = _redact_form(text, scan)
+    else:
+        new = _redact_plain(text, scan, pairs=True)
+    findings = tuple(scan.findings)
+    enforce(findings, card_numbers=card_numbers, credentials=credentials)
+    return TextResult(text if new == text else new, findings, scan.deep)
 
 
 def redact_text(
@@ -158,6 +207,7 @@ class _Scan:
     credentials: bool
     findings: list[str] = field(default_factory=list)
     changed: bool = False
+    deep: bool = False  # a JSON walk gave up on nesting (kept across `restart`)
     _path: list[str] = field(default_factory=list)
 
     def restart(self) -> None:
@@ -229,6 +279,7 @@ def _walk_json(text: str, scan: _Scan) -> object:
     try:
         return scan.value(jsondoc.loads(text), 1)
     except (RecursionError, _TooDeep):
+        scan.deep = True
         raise ValueError("nested too deeply") from None
 
 
@@ -238,7 +289,7 @@ def _guard_json(body: bytes, scan: _Scan, route_map: RouteMap | None) -> bytes |
     except ValueError:
         scan.restart()
         text = body.decode("utf-8", "surrogateescape")
-        masked = _redact_plain(text, scan)
+        masked = _redact_plain(text, scan, pairs=False)
         return None if masked is text else masked.encode("utf-8", "surrogateescape")
     changed = scan.changed
     if route_map is not None and jsondoc.apply_route_map(document, route_map):
@@ -247,7 +298,7 @@ def _guard_json(body: bytes, scan: _Scan, route_map: RouteMap | None) -> bytes |
 
 
 def _guard_text(body: bytes, content_type: str | None, scan: _Scan) -> bytes | None:
-    if not scan.cards:
+    if not (scan.cards or scan.credentials):
         return None
     codec = _charset_codec(content_type)
     if codec is not None:
@@ -255,12 +306,12 @@ def _guard_text(body: bytes, content_type: str | None, scan: _Scan) -> bytes | N
         # read them as declared. Everything else is ASCII-compatible and read byte-exactly.
         try:
             text = body.decode(codec)
-            masked = scan.text(text)
+            masked = _redact_plain(text, scan, pairs=True)
             return None if masked == text else masked.encode(codec)
         except UnicodeError:
             pass
     text = body.decode("utf-8", "surrogateescape")
-    masked = scan.text(text)
+    masked = _redact_plain(text, scan, pairs=True)
     return None if masked == text else masked.encode("utf-8", "surrogateescape")
 
 
@@ -290,14 +341,18 @@ def _redact_any(text: str, scan: _Scan, kind: BodyKind | None, *, parse_json: bo
             scan.restart()
         else:
             return jsondoc.dumps(document).decode("utf-8") if scan.changed else text
-    return _redact_plain(text, scan)
+    # Not JSON: plain `name=value` pairs too (text, untyped bodies, truncated captures).
+    return _redact_plain(text, scan, pairs=kind != "json")
 
 
-def _redact_plain(text: str, scan: _Scan) -> str:
-    """Text that may be JSON-like: credential `"name": value` pairs, then card numbers."""
+def _redact_plain(text: str, scan: _Scan, *, pairs: bool) -> str:
+    """Text that may be JSON-like: credential `"name": value` pairs (and, for `pairs`, plain
+    `name=value` / `name: value` ones), then card numbers."""
     masked = text
     if scan.credentials:
         masked = redact_credential_pairs(masked, scan.found_credential)
+        if pairs:
+            masked = redact_text_pairs(masked, scan.found_credential)
     masked = scan.text(masked)
     return text if masked == text else masked
 
@@ -336,7 +391,7 @@ def _readable(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _enforce(findings: tuple[str, ...], *, card_numbers: str, credentials: str) -> None:
+def enforce(findings: tuple[str, ...], *, card_numbers: str, credentials: str) -> None:
     if card_numbers == "reject" and CARD_FINDING in findings:
         raise ForbiddenData("the request body contains a payment card number")
     prefix = CREDENTIAL_FINDING + ":"

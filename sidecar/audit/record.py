@@ -18,6 +18,7 @@ import orjson
 from sidecar.audit.cards import mask_cards
 from sidecar.audit.credentials import is_credential_name
 from sidecar.audit.guard import redact_bytes, redact_text
+from sidecar.errors import SidecarError
 from sidecar.headers import CREDENTIAL_HEADERS
 
 SCHEMA_VERSION = 1
@@ -132,8 +133,13 @@ def build_record(
     card_numbers: str,
     credentials: str,
     request_screened: bool = False,
+    request_inspected: bool = True,
 ) -> dict[str, object]:
     """The SPEC §7 record; `mapped_body` None means the body was forwarded as received.
+
+    `request_inspected` (recorded as `request.inspected`, SPEC §14): whether the data guard
+    read the whole request body. When it did not, `mapped_body` is the forwarded bytes exactly,
+    unmasked: the record must not show a masked body the upstream never got.
 
     `request_screened`: the data guard already read the whole request body with these modes
     and found nothing, so masking it again would only cost time (a truncated capture is still
@@ -147,6 +153,7 @@ def build_record(
         card_numbers=card_numbers,
         credentials=credentials,
         request_clean=request_screened and not raw_body.truncated,
+        mapped_verbatim=not request_inspected,
     )
     request_headers = recordable_headers(request_headers.items(), None)
     response_headers = recordable_headers(response_headers.items(), None)
@@ -172,6 +179,7 @@ def build_record(
             "body_encoding": encoding,
             "body_truncated": raw_body.truncated,
             "body_bytes": raw_body.total,
+            "inspected": request_inspected,
         },
         "response": {
             "status": response_status,
@@ -208,6 +216,7 @@ class _Masking:
     card_numbers: str
     credentials: str
     request_clean: bool = False
+    mapped_verbatim: bool = False  # mapped_body as forwarded, not masked again
 
     def text(self, text: str, content_type: str | None) -> str:
         return redact_text(
@@ -230,19 +239,48 @@ class _Masking:
         self, raw: CapturedBody, mapped: CapturedBody | None, content_type: str | None
     ) -> tuple[str, str, str]:
         """(raw_body, mapped_body, body_encoding): one encoding for both, so they compare."""
+        if not self.request_clean and "multipart/" in (content_type or "").lower():
+            raw = CapturedBody(self.multipart(raw.data, content_type), raw.total)
         raw_text = _utf8(raw.data, truncated=raw.truncated)
         mapped_text = raw_text if mapped is None else _utf8(mapped.data, truncated=mapped.truncated)
         if raw_text is not None and mapped_text is not None:
             if self.request_clean:
                 return raw_text, mapped_text, UTF8
             recorded = self.text(raw_text, content_type)
+            if self.mapped_verbatim:
+                return recorded, mapped_text, UTF8
             if mapped is None:
                 return recorded, recorded, UTF8
             return recorded, self.text(mapped_text, content_type), UTF8
         recorded = self.binary(raw.data, content_type)
+        if self.mapped_verbatim:
+            forwarded = raw.data if mapped is None else mapped.data
+            return recorded, base64.b64encode(forwarded).decode("ascii"), BASE64
         if mapped is None:
             return recorded, recorded, BASE64
         return recorded, self.binary(mapped.data, content_type), BASE64
+
+    def multipart(self, data: bytes, content_type: str | None) -> bytes:
+        """A multipart capture with each part masked as the guard would (both modes mask
+        here); one the guard cannot frame (cut off by the capture limit) is left to the text
+        scan that follows."""
+        from sidecar.audit.screen import screen_body  # screen imports guard, as this does
+
+        def redact(mode: str) -> str:
+            return "off" if mode == "off" else "redact"
+
+        try:
+            return screen_body(
+                data,
+                content_type,
+                None,
+                card_numbers=redact(self.card_numbers),
+                credentials=redact(self.credentials),
+                route_map=None,
+                max_inspect_bytes=len(data) + 1,
+            ).body
+        except SidecarError:
+            return data
 
     def body(self, body: CapturedBody, content_type: str | None) -> str:
         text = _utf8(body.data, truncated=body.truncated)

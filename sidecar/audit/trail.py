@@ -56,6 +56,7 @@ class AuditTrail:
         duration_ms: float,
         upstream_ms: float | None,
         request_screened: bool = False,
+        request_inspected: bool = True,
     ) -> None:
         document = build_record(
             ts=timestamp(),
@@ -78,6 +79,7 @@ class AuditTrail:
             card_numbers=self._cards,
             credentials=self._credentials,
             request_screened=request_screened,
+            request_inspected=request_inspected,
         )
         if self._cipher is not None:
             document = self._cipher.encrypt_record(document)
