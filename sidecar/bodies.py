@@ -20,16 +20,19 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
+from urllib.parse import unquote_plus
 
 import aiohttp
 from aiohttp import web
 
 from sidecar.audit.record import BodyCapture, CapturedBody
 from sidecar.audit.screen import screen_body
-from sidecar.audit.sniff import declared_kind, media_type
+from sidecar.audit.sniff import declared_kind, looks_like_form, media_type
 from sidecar.config import DataGuard, RouteMap
-from sidecar.errors import BodyTooLarge
+from sidecar.errors import BodyTooLarge, KeyInHeader
+from sidecar.keys import KEY_PATTERN
 from sidecar.proxy import Capture, LimitedBody, body_chunks
+from sidecar.screening import MisplacedKey
 
 INLINE_INSPECT_BYTES = 64 * 1024
 
@@ -53,6 +56,26 @@ class Outgoing:
 
     body: bytes | LimitedBody | None
     rewritten: bool
+    misplaced_key: MisplacedKey | None = None  # a key-shaped string in a form field
+
+
+def key_in_form(data: bytes, kind: str | None) -> MisplacedKey | None:
+    """A key-shaped string in a urlencoded or multipart form's fields, or None.
+
+    Keys are made of characters that need no percent-encoding, but a client may encode them
+    anyway, so a urlencoded form is decoded before it is searched."""
+    if kind not in ("form", "multipart") or (b"_" not in data and b"%" not in data):
+        return None
+    text = data.decode("latin-1")
+    if kind == "form":
+        text = unquote_plus(text, encoding="latin-1")
+    found = KEY_PATTERN.search(text)
+    if found is None:
+        return None
+    refusal = KeyInHeader(
+        "API keys must not be sent in form fields; a key sent there is flagged exposed"
+    )
+    return MisplacedKey(found.group(0), refusal)
 
 
 async def prepare_request_body(
@@ -95,6 +118,9 @@ async def prepare_request_body(
         )
         return Outgoing(rest, rewritten=False)
     data = b"".join(chunks)
+    misplaced = key_in_form(data, kind or ("form" if looks_like_form(data) else None))
+    if misplaced is not None:
+        return Outgoing(None, rewritten=False, misplaced_key=misplaced)
     captures.request.feed(data)
     inspect = partial(
         screen_body,

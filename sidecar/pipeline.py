@@ -197,6 +197,9 @@ class Pipeline:
             body_timeout_s=self._body_timeout_s,
             captures=captures,
         )
+        if outgoing.misplaced_key is not None:
+            exchange.captures = None  # refused before forwarding: an event, not a record
+            await self._refuse_misplaced_key(outgoing.misplaced_key, exchange)
         headers = self._screen.headers.forward(
             request.headers.items(), request.headers.getall("Connection", ())
         )

@@ -327,6 +327,36 @@ async def test_a_key_in_the_path_or_another_header_is_refused_and_exposed_only_w
     assert await exposed(redis_client, victim.record.key_id)
 
 
+@pytest.mark.parametrize("form", ["urlencoded", "urlencoded-escaped", "multipart"])
+async def test_a_key_in_a_form_field_is_refused_before_it_reaches_the_upstream(
+    proxy: Proxy, upstream: UpstreamServer, redis_client: aioredis.Redis, form: str
+) -> None:
+    settings = proxy.server.sidecar.settings
+    leaked = await issue(redis_client, settings, f"leaked-{form}", ["orders:read"])
+    if form == "multipart":
+        content_type = "multipart/form-data; boundary=XyZ"
+        body = (
+            b'--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\n'
+            + leaked.key.encode()
+            + b"\r\n--XyZ--\r\n"
+        )
+    else:
+        content_type = "application/x-www-form-urlencoded"
+        value = leaked.key.replace("_", "%5F") if form.endswith("escaped") else leaked.key
+        body = f"a=1&note={value}".encode()
+    status, request_id = await send(
+        proxy, "POST", "/public/form", {"Content-Type": content_type}, data=body
+    )
+    assert status == 400
+    assert upstream.seen == []
+    event = await event_of(redis_client, request_id)
+    assert event["event"] == "key_in_header"
+    assert event["key_id"] == leaked.record.key_id
+    assert await exposed(redis_client, leaked.record.key_id)
+    entries: Any = await redis_client.xrange(AUDIT_STREAM)
+    assert all(leaked.key.encode() not in fields[b"record"] for _id, fields in entries)
+
+
 async def exposed(redis: aioredis.Redis, key_id: str) -> bool:
     record = await KeyStore(redis).fetch(key_id)
     assert record is not None
