@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from sidecar.embedded_redis import EmbeddedRedis
 from sidecar.routes import missing_scopes
@@ -368,3 +370,106 @@ def test_the_upstream_reads_what_the_sidecar_authorised(
     harness: Harness, kind: Kind, case: Case
 ) -> None:
     check(harness, kind, case)
+
+
+# -- properties through the running proxy ---------------------------------------------------------
+
+# One harness for every example: the proxy is not restarted, only asked again.
+THROUGH_PROXY = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+NAMES = (
+    "x-sidecar-key-name",
+    "x-sidecar-key-id",
+    "x-sidecar-scopes",
+    "x-sidecar-anything",
+    "x-http-method-override",
+    "x-forwarded-for",
+    "x-real-ip",
+    "x-custom-header",
+)
+
+
+@st.composite
+def spelling(draw: st.DrawFn) -> str:
+    """A header name as a client may spell it: any case, `-` or `_` between the words."""
+    base = draw(st.sampled_from(NAMES))
+    characters = [
+        draw(st.sampled_from("-_")) if ch == "-" else (ch.upper() if draw(st.booleans()) else ch)
+        for ch in base
+    ]
+    return "".join(characters)
+
+
+@THROUGH_PROXY
+@given(
+    kind=st.sampled_from(KINDS),
+    path=st.sampled_from(["/public/x", ORDERS]),
+    forged=st.lists(
+        st.tuples(spelling(), st.sampled_from(["*", "root", "admin:manage", "10.0.0.1", "a b"])),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_no_spelling_of_an_identity_header_reaches_the_upstream(
+    harness: Harness, kind: Kind, path: str, forged: list[tuple[str, str]]
+) -> None:
+    headers = tuple(f"{name}: {value}" for name, value in forged)
+    check(harness, kind, Case("generated", "GET", path, headers, refused=False))
+
+
+PIECES = (
+    "public",
+    "v1",
+    "admin",
+    "orders",
+    "1",
+    ".",
+    "..",
+    "%2e",
+    "%2E",
+    "%252e",
+    ";x",
+    "%3b",
+    "%2f",
+    "%25",
+    "%2561dmin",
+    "%61",
+)
+NAMED = ("public", "v1", "admin", "orders", "1", "a")
+# Mostly plain names, so that a good share of paths is served and the readings are compared.
+SEGMENT = st.one_of(
+    st.sampled_from(NAMED),
+    st.sampled_from(NAMED),
+    st.lists(st.sampled_from(PIECES + NAMED), min_size=1, max_size=3).map("".join),
+)
+FIRST = st.one_of(st.sampled_from(["public", "v1"]), SEGMENT)
+
+
+@THROUGH_PROXY
+@given(
+    kind=st.sampled_from(KINDS),
+    method=st.sampled_from(["GET", "GET", "DELETE"]),
+    first=FIRST,
+    segments=st.lists(SEGMENT, min_size=0, max_size=4),
+    trailing=st.booleans(),
+    auth=st.booleans(),
+)
+def test_no_encoding_reaches_a_protected_route_through_a_public_one(
+    harness: Harness,
+    kind: Kind,
+    method: str,
+    first: str,
+    segments: list[str],
+    trailing: bool,
+    auth: bool,
+) -> None:
+    """Either a 4xx with nothing upstream, or every reading the upstream may have of the
+    path (its own decoding, decoded again, `;params` removed, dots resolved) selects the
+    route the sidecar authorised."""
+    target = "/" + "/".join([first, *segments]) + ("/" if trailing else "")
+    event(f"status {check(harness, kind, Case('generated', method, target, auth=auth))}")
