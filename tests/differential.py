@@ -210,6 +210,7 @@ class Harness:
         self.wsgi_upstream: WsgiUpstream
         self.proxies: dict[Kind, Running] = {}
         self.key: NewKey
+        self.last_heard: Heard  # the upstream's record of the last request served
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
@@ -254,6 +255,8 @@ class Harness:
         heard = [_from_aiohttp(seen) for seen in self.aiohttp_upstream.seen] + [
             _from_wsgi(seen) for seen in self.wsgi_upstream.take()
         ]
+        if heard:
+            self.last_heard = heard[-1]
         return Outcome(answer, heard)
 
 

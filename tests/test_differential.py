@@ -473,3 +473,76 @@ def test_no_encoding_reaches_a_protected_route_through_a_public_one(
     route the sidecar authorised."""
     target = "/" + "/".join([first, *segments]) + ("/" if trailing else "")
     event(f"status {check(harness, kind, Case('generated', method, target, auth=auth))}")
+
+
+# -- found by this module: what SPEC §14 does not cover yet ---------------------------------------
+# Each case below is served today, and an upstream of a common kind reads it as something the
+# sidecar did not authorise. strict xfail: the day the sidecar refuses them, these turn red
+# and the marker goes.
+
+OTHER_SEPARATORS = [
+    Case("dotted-scopes", "GET", ORDERS, ("X.Sidecar.Scopes: admin:manage",)),
+    Case("dotted-key-name", "GET", "/public/x", ("X-Sidecar.Key-Name: root",), auth=False),
+    Case("tilde-key-id", "GET", "/public/x", ("X~Sidecar~Key~Id: k",), auth=False),
+    Case("dotted-method-override", "GET", ORDERS, ("X.HTTP.Method.Override: DELETE",)),
+    Case("dotted-forwarded-for", "GET", ORDERS, ("X.Forwarded.For: 10.0.0.1",)),
+]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="header_key maps only _ to -; lighttpd's CGI/FastCGI variables and PHP's variable "
+    "registration turn '.' (lighttpd: every non-alphanumeric) into '_' as well, so "
+    "X.Sidecar.Scopes arrives as HTTP_X_SIDECAR_SCOPES",
+)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case", OTHER_SEPARATORS, ids=[case.id for case in OTHER_SEPARATORS])
+def test_header_names_with_other_separators_do_not_reach_the_upstream(
+    harness: Harness, kind: Kind, case: Case
+) -> None:
+    check(harness, kind, case)
+
+
+def framework_readings(path: str) -> set[str]:
+    """Readings outside SPEC §14's list that common routers apply: case-insensitive matching
+    (Express's and ASP.NET Core's default), a `.format` suffix ignored (Rails' `(.:format)`,
+    Spring MVC's suffix patterns before 5.3), whitespace trimmed from segments (Spring's
+    AntPathMatcher before 4.3, CVE-2016-5007)."""
+    segments = path.split("/")
+    trimmed = "/".join(segment.strip() for segment in segments)
+    suffixless = "/".join([*segments[:-1], segments[-1].split(".", 1)[0]])
+    return {path.lower(), trimmed, suffixless}
+
+
+UNLISTED_READINGS = [
+    Case("upper-case-admin", "GET", "/v1/ADMIN"),
+    Case("mixed-case-orders-without-key", "GET", "/v1/Orders/1", auth=False),
+    Case("format-suffix", "GET", "/v1/admin.json"),
+    Case("trailing-space", "GET", "/v1/admin%20"),
+]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="routes match case-sensitively and literally; an upstream that routes "
+    "case-insensitively, ignores a .format suffix or trims whitespace serves /v1/admin",
+)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case", UNLISTED_READINGS, ids=[case.id for case in UNLISTED_READINGS])
+def test_paths_routers_read_as_a_protected_route_are_refused(
+    harness: Harness, kind: Kind, case: Case
+) -> None:
+    status = check(harness, kind, case)
+    if status >= 400:
+        return
+    view = sidecar_view(case.method, case.target)
+    assert view is not None
+    upstream = harness.last_heard
+    for path in sorted(framework_readings(upstream.decoded_path)):
+        chosen = TABLE.match(case.method, path)
+        assert chosen is view.route, (
+            f"served as {route_label(view.route)}; a router may read {path!r} "
+            f"(from {upstream.raw_target!r}), which is {route_label(chosen)}"
+        )
