@@ -17,6 +17,8 @@ class Seen:
     path: str
     headers: CIMultiDict[str]  # as received: case-insensitive, repeated headers kept
     body: bytes
+    raw_target: str = ""  # the request target as received (aiohttp's `raw_path`)
+    decoded_path: str = ""  # the path as aiohttp decodes it for routing (`request.path`)
 
 
 @dataclass
@@ -32,7 +34,16 @@ class UpstreamServer:
 async def _app(state: UpstreamServer) -> web.Application:
     async def echo(request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        state.seen.append(Seen(request.method, request.path_qs, CIMultiDict(request.headers), body))
+        state.seen.append(
+            Seen(
+                request.method,
+                request.path_qs,
+                CIMultiDict(request.headers),
+                body,
+                raw_target=request.raw_path,
+                decoded_path=request.path,
+            )
+        )
         # The misbehaving paths live under the tests' public route: /public/hang, /public/big, …
         tail = request.match_info["tail"].removeprefix("public/")
         if tail.startswith("status/"):
