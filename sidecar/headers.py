@@ -89,11 +89,22 @@ CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"
 UnderscoreMode = Literal["drop", "reject", "allow"]
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9-]+")
+_SEPARATOR = re.compile(r"[^a-z0-9]")
+
+
+def is_plain_name(name: str) -> bool:
+    """Letters, digits and `-` only: a name every upstream reads the same way."""
+    return _PLAIN_NAME.fullmatch(name) is not None
+
+
 def header_key(name: str) -> str:
-    """A header name as an upstream will read it: case-insensitive, and `_` the same as `-`
-    (CGI, WSGI, Django and PHP turn `X_Sidecar_Scopes` into the variable of `X-Sidecar-Scopes`).
-    Every filter compares names in this form."""
-    return name.lower().replace("_", "-")
+    """A header name as an upstream will read it: case-insensitive, and every character other
+    than a letter or digit the same as `-` (CGI, WSGI, Django and PHP turn `X_Sidecar_Scopes`
+    into the variable of `X-Sidecar-Scopes`; PHP does the same with `.`, lighttpd's CGI with
+    any other character). Every filter compares names in this form."""
+    lowered = name.lower()
+    return lowered if is_plain_name(name) else _SEPARATOR.sub("-", lowered)
 
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -133,8 +144,9 @@ class RequestHeaderPolicy:
     Names are compared as `header_key`s, so no spelling of a header the sidecar sets or
     drops (`X_Sidecar_Scopes`, `x-SIDECAR-scopes`) gets through. `underscores` is
     `limits.headers_with_underscores`: `drop` (the default, as nginx and Envoy do) forwards
-    no name with `_`; `reject` refuses the request; `allow` forwards them, except those that
-    read as a header the sidecar reads, sets or drops.
+    no name with `_` (nor any other character but letters, digits and `-`: `.`, `~`, …);
+    `reject` refuses the request; `allow` forwards them, except those that read as a header
+    the sidecar reads, sets or drops.
     """
 
     def __init__(self, key_header: str | None, underscores: UnderscoreMode) -> None:
@@ -151,8 +163,8 @@ class RequestHeaderPolicy:
                 return f"Connection may not name the end-to-end header {token!r}"
         if self._underscores == "reject":
             for name, _value in headers:
-                if "_" in name:
-                    return "header names with underscores are not accepted"
+                if not is_plain_name(name):
+                    return "header names may hold only letters, digits and -"
         return None
 
     def forward(
@@ -164,7 +176,7 @@ class RequestHeaderPolicy:
         dropped = self._dropped | named if named else self._dropped
         kept = []
         for name, value in headers:
-            if "_" in name:
+            if not is_plain_name(name):
                 if self._underscores != "allow":
                     continue
                 key = header_key(name)

@@ -4,7 +4,8 @@ Routes are matched on the decoded path while the upstream receives the raw one, 
 upstreams do not all decode alike: Tomcat and Spring remove `;parameters` from each segment
 before they resolve `..` (so `/public/..;/admin` is `/admin` to them), some servers and
 frameworks percent-decode twice (`%252e%252e` is `..` to them), some ignore a trailing
-slash, and some match paths without regard to case (IIS, case-insensitive Spring matchers).
+slash, some match paths without regard to case (IIS, Express, ASP.NET Core), and some ignore
+a `.format` suffix (Rails, older Spring MVC) or whitespace around a segment (older Spring).
 `read_path` computes every such reading of the path. A path is accepted only when
 none of the readings holds a dot segment, an empty segment, or an encoded separator, and the
 caller then checks that all readings select the same route: a path that means one thing to
@@ -59,6 +60,19 @@ def _check(segments: list[str]) -> None:
             raise NonCanonicalPath("back-slashes and control characters are not allowed here")
 
 
+def _router_readings(path: str) -> list[str]:
+    """How routers that are lenient about a path's spelling may read it."""
+    readings = [path.lower()]  # case-insensitive matching
+    segments = path.split("/")
+    last = segments[-1]
+    if "." in last.lstrip("."):
+        # `(.:format)`: `/admin.json` served as `/admin`
+        readings.append("/".join([*segments[:-1], last[: last.index(".", 1)]]))
+    if any(segment != segment.strip() for segment in segments):
+        readings.append("/".join(segment.strip() for segment in segments))
+    return [reading for reading in readings if reading != path]
+
+
 def read_path(raw_path: str) -> PathReading:
     """Every reading of `raw_path` (as sent, still percent-encoded) that an upstream may have.
 
@@ -91,9 +105,8 @@ def read_path(raw_path: str) -> PathReading:
         if len(reading) > 1 and reading.endswith("/"):
             readings.append(reading.rstrip("/"))  # frameworks that match `/a/` as `/a`
     for reading in list(readings):
-        folded = reading.lower()
-        if folded != reading:
-            readings.append(folded)  # servers that match paths case-insensitively
+        readings += _router_readings(reading)
+
     primary = readings[0]
     others = tuple(dict.fromkeys(reading for reading in readings[1:] if reading != primary))
     return PathReading(primary, others)

@@ -475,10 +475,9 @@ def test_no_encoding_reaches_a_protected_route_through_a_public_one(
     event(f"status {check(harness, kind, Case('generated', method, target, auth=auth))}")
 
 
-# -- found by this module: what SPEC §14 does not cover yet ---------------------------------------
-# Each case below is served today, and an upstream of a common kind reads it as something the
-# sidecar did not authorise. strict xfail: the day the sidecar refuses them, these turn red
-# and the marker goes.
+# -- found by this module, and fixed: readings beyond SPEC §14's first list ---------------------
+# Each case below was served, and an upstream of a common kind reads it as something the
+# sidecar did not authorise.
 
 OTHER_SEPARATORS = [
     Case("dotted-scopes", "GET", ORDERS, ("X.Sidecar.Scopes: admin:manage",)),
@@ -489,13 +488,6 @@ OTHER_SEPARATORS = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="header_key maps only _ to -; lighttpd's CGI/FastCGI variables and PHP's variable "
-    "registration turn '.' (lighttpd: every non-alphanumeric) into '_' as well, so "
-    "X.Sidecar.Scopes arrives as HTTP_X_SIDECAR_SCOPES",
-)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("case", OTHER_SEPARATORS, ids=[case.id for case in OTHER_SEPARATORS])
 def test_header_names_with_other_separators_do_not_reach_the_upstream(
@@ -523,12 +515,6 @@ UNLISTED_READINGS = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="routes match case-sensitively and literally; an upstream that routes "
-    "case-insensitively, ignores a .format suffix or trims whitespace serves /v1/admin",
-)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("case", UNLISTED_READINGS, ids=[case.id for case in UNLISTED_READINGS])
 def test_paths_routers_read_as_a_protected_route_are_refused(
