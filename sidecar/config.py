@@ -39,9 +39,11 @@ ENV_DELIMITER = "__"
 CONFIG_ENV = "SIDECAR_CONFIG"
 DEFAULT_CONFIG_PATH = Path("sidecar.yaml")
 
-# A scope: `resource:action`, `resource:*` or `*`.
-SCOPE_SHAPE = re.compile(r"^(\*|[a-z0-9_.-]+:(\*|[a-z0-9_.-]+))$")
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: header and method names
+# A scope (SPEC §14): `resource:action`, `resource:*` or `*`, at most 64 characters of
+# [A-Za-z0-9._:-*]. Anchored with `\Z`, not `$`: `$` also matches before a trailing newline,
+# and `.match` would let `orders:read\n` through.
+SCOPE_SHAPE = re.compile(r"(?=.{1,64}\Z)(?:\*|[A-Za-z0-9._-]+:(?:\*|[A-Za-z0-9._-]+))\Z")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 9110 token: header and method names
 
 
 class _Section(BaseModel):
