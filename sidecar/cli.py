@@ -10,8 +10,10 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+import structlog
+
 from sidecar import cli_audit, cli_keys
-from sidecar.config import Settings, config_named, config_path, load_settings
+from sidecar.config import LoadedConfig, config_named, config_path, load_config
 from sidecar.errors import ConfigError, SidecarError, UsageError
 from sidecar.logs import configure_logging
 from sidecar.tls import check_certificate, create_server_context
@@ -101,15 +103,18 @@ def _report_config(exc: ConfigError, *, as_json: bool) -> None:
         print(f"  {problem}", file=sys.stderr)
 
 
-def _load(args: argparse.Namespace, *, serving: bool = True) -> Settings:
+def _load(args: argparse.Namespace, *, serving: bool = True) -> LoadedConfig:
     """Serving needs a complete file. Other commands run on defaults and the environment
     when no file exists, unless one was named explicitly."""
     named = config_named(args.config)
-    return load_settings(config_path(args.config), require_file=serving or named, complete=serving)
+    return load_config(config_path(args.config), require_file=serving or named, complete=serving)
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    settings = _load(args)
+    loaded = _load(args)
+    settings = loaded.settings
+    for warning in loaded.warnings:  # stderr: --json output on stdout stays one document
+        print(f"sidecar: warning: {warning}", file=sys.stderr)
     certificate = check_certificate(settings.tls)
     create_server_context(settings.tls)
     if args.json:
@@ -127,10 +132,13 @@ def _serve(args: argparse.Namespace) -> int:
         print("sidecar: --workers: must be at least 1", file=sys.stderr)
         return EXIT_USAGE
 
-    settings = _load(args)
+    loaded = _load(args)
+    settings = loaded.settings
     certificate = check_certificate(settings.tls)
     create_server_context(settings.tls)  # every TLS problem surfaces before a port is bound
     configure_logging(settings.log.level, settings.log.format)
+    for warning in loaded.warnings:  # once, by the process started (workers stay quiet)
+        structlog.get_logger("sidecar.config").warning(warning)
     if not args.allow_python_parser:
         check_c_parser()
     if args.workers > 1:
@@ -143,19 +151,19 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from sidecar.demo import run_demo
 
-    settings = _load(args, serving=False)
+    settings = _load(args, serving=False).settings
     configure_logging("info", "console")
     run_with_best_loop(run_demo(settings))
     return EXIT_OK
 
 
 def _keys(args: argparse.Namespace) -> int:
-    settings = _load(args, serving=False)
+    settings = _load(args, serving=False).settings
     return asyncio.run(cli_keys.run(args, settings))
 
 
 def _streams(args: argparse.Namespace) -> int:
-    settings = _load(args, serving=False)
+    settings = _load(args, serving=False).settings
     try:
         return asyncio.run(cli_audit.run(args, settings))
     except KeyboardInterrupt:

@@ -9,6 +9,7 @@ import re
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -16,32 +17,42 @@ from redis.exceptions import RedisError
 from sidecar.audit.crypto import BodyCipher
 from sidecar.audit.trail import RECORD_FIELD
 from sidecar.config import Settings
-from sidecar.durations import parse_duration
+from sidecar.durations import describe, parse_duration
 from sidecar.errors import UsageError
 from sidecar.events import EVENT_FIELD
 from sidecar.redis_conn import RedisClient, create_redis, unreachable
 from sidecar.routes import compile_glob
+from sidecar.terminal import json_line, printable
 
 _PAGE = 500
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_STATUS = re.compile(r"^([1-5])(xx|\d\d)$")
+_STATUS = re.compile(r"([1-5])(xx|\d\d)")
+# SPEC §14: bounds on what the command line takes, so a typo is a usage error, not a
+# traceback (an overflow) or a Redis error reported as Redis being unreachable.
+MAX_SINCE = timedelta(days=3650)
+MAX_COUNT = 100_000
+_COUNT_HELP = f"how many of the most recent (1 to {MAX_COUNT}; default 20)"
 
 
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     audit = commands.add_parser("audit", parents=[common], help="read the audit trail")
     actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
     tail = actions.add_parser("tail", parents=[common], help="the most recent records")
-    tail.add_argument("-n", type=int, default=20, dest="count")
+    tail.add_argument("-n", type=int, default=20, dest="count", help=_COUNT_HELP)
     tail.add_argument("--follow", action="store_true")
     query = actions.add_parser("query", parents=[common], help="filter records")
-    query.add_argument("--since", default="1h", help="a duration back from now (1h, 7d)")
+    query.add_argument(
+        "--since",
+        default="1h",
+        help=f"a duration back from now (1h, 7d), at most {describe(MAX_SINCE)}; default 1h",
+    )
     query.add_argument("--key-name")
     query.add_argument("--status", help="e.g. 4xx, 503")
     query.add_argument("--path", help="a route glob, e.g. /v1/orders/**")
     events = commands.add_parser("events", parents=[common], help="authentication events")
     event_actions = events.add_subparsers(dest="action", required=True, metavar="ACTION")
     event_tail = event_actions.add_parser("tail", parents=[common], help="the most recent events")
-    event_tail.add_argument("-n", type=int, default=20, dest="count")
+    event_tail.add_argument("-n", type=int, default=20, dest="count", help=_COUNT_HELP)
     event_tail.add_argument("--follow", action="store_true")
 
 
@@ -60,8 +71,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.action == "query":
             documents = _query(redis, stream, field, args)
         else:
-            if args.count < 1:
-                raise UsageError("-n: must be at least 1")
+            if not 1 <= args.count <= MAX_COUNT:
+                raise UsageError(f"-n: must be from 1 to {MAX_COUNT}")
             # XREAD BLOCK must come back before the client's own timeout (redis.timeout_s)
             # would end the wait as an error; an empty answer just means "nothing new yet".
             block_ms = max(1, int(settings.redis.timeout_s * 1000) // 2)
@@ -78,7 +89,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                 except ValueError:
                     # One tampered or foreign-key record must not hide the rest.
                     document = {**document, "undecryptable": True}
-            line = json.dumps(document, ensure_ascii=False) if args.json else render(document)
+            line = json_line(document) if args.json else printable(render(document))
             # Followed output goes out line by line, even into a pipe (`| jq`, `| grep`).
             print(line, flush=follow)
             count += 1
@@ -138,7 +149,7 @@ async def _query(
 ) -> AsyncIterator[dict[str, Any]]:
     matches = _filter(args)
     try:
-        since = parse_duration(args.since)
+        since = parse_duration(args.since, at_most=MAX_SINCE)
     except ValueError as exc:
         raise UsageError(f"--since: {exc}") from None
     start = f"{int((time.time() - since.total_seconds()) * 1000)}-0"
@@ -156,7 +167,7 @@ async def _query(
 def _filter(args: argparse.Namespace) -> Callable[[dict[str, Any]], bool]:
     status_match: Callable[[int], bool] = lambda _status: True  # noqa: E731
     if args.status is not None:
-        shape = _STATUS.match(args.status.lower())
+        shape = _STATUS.fullmatch(args.status.lower())
         if shape is None:
             raise UsageError("--status: use a code (404) or a class (4xx)")
         if shape.group(2) == "xx":

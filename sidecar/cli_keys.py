@@ -5,55 +5,85 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
-import re
 import time
+from datetime import timedelta
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from sidecar.config import SCOPE_SHAPE, Settings
+from sidecar.config import Settings
+from sidecar.durations import describe as describe_span
 from sidecar.durations import iso, parse_duration, parse_moment
 from sidecar.errors import UsageError
-from sidecar.keys import SecretHasher
+from sidecar.keys import SecretHasher, check_name, check_scope
 from sidecar.keystore import KeyRecord, KeyStore, NewKey
 from sidecar.redis_conn import create_redis, unreachable
+from sidecar.terminal import json_line, printable
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# SPEC §14: bounds on the times the command line takes, so a typo (99999999999d) is a usage
+# error instead of an overflow, and no key is issued for centuries.
+MAX_EXPIRES = timedelta(days=3650)
+MAX_GRACE = timedelta(days=365)
 
 
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     keys = commands.add_parser("keys", parents=[common], help="manage API keys")
     actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", parents=[common], help="issue a key (shown once)")
-    create.add_argument("--name", required=True)
-    create.add_argument("--scope", action="append", required=True, dest="scopes")
-    create.add_argument("--expires", help="ISO 8601 time or a duration such as 30d")
-    create.add_argument("--service")
+    create.add_argument("--name", required=True, help=f"the key's name: {_NAME_HELP}")
+    create.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        dest="scopes",
+        help="resource:action, resource:* or * (repeat for more)",
+    )
+    create.add_argument(
+        "--expires",
+        help="an ISO 8601 time or a duration such as 30d: later than now and at most "
+        f"{describe_span(MAX_EXPIRES)} ahead (default: never)",
+    )
+    create.add_argument("--service", help=f"the service the key is for: {_NAME_HELP}")
     create.add_argument("--allow-ip", action="append", default=[], metavar="CIDR")
     actions.add_parser("list", parents=[common], help="metadata and status of every key")
     rotate = actions.add_parser("rotate", parents=[common], help="issue a successor (shown once)")
     rotate.add_argument("name")
-    rotate.add_argument("--grace", default="24h", help="how long the old key keeps working")
+    rotate.add_argument(
+        "--grace",
+        default="24h",
+        help="how long the old key keeps working, at most "
+        f"{describe_span(MAX_GRACE)}; earlier keys of the name end no later than it, "
+        "so 0 ends every earlier key at once (default: 24h)",
+    )
     for action in ("revoke", "delete"):
         actions.add_parser(action, parents=[common]).add_argument("name")
 
 
+_NAME_HELP = "1-64 letters, digits, '.', '_', ':' or '-'"
+
+
 async def run(args: argparse.Namespace, settings: Settings) -> int:
+    # Every value is checked before Redis is touched: a bad one is exit 2 and changes nothing.
+    if args.action != "list":
+        _value(check_name, args.name, "--name" if args.action == "create" else "NAME")
+    if args.action == "create":
+        expires_at = _check_create(args)
+    if args.action == "rotate":
+        grace = _value(_parse_grace, args.grace, "--grace")
     redis = create_redis(settings.redis)
     store = KeyStore(redis)
     try:
         if args.action == "create":
-            return _show_new(args, await _create(args, settings, store), "created")
+            return _show_new(args, await _create(args, settings, store, expires_at), "created")
         if args.action == "rotate":
-            grace = _value(parse_duration, args.grace, "--grace")
             new = await store.rotate(
                 args.name,
                 grace_s=grace.total_seconds(),
                 prefix=settings.keys.prefix,
                 hasher=SecretHasher(settings.keys.argon2),
             )
-            return _show_new(args, new, f"rotated (the old key ends after {args.grace})")
+            ends = "now" if not grace else f"after {args.grace.strip()}"
+            return _show_new(args, new, f"rotated (earlier keys of it end {ends})")
         if args.action == "list":
             return _list(args, settings, await store.records())
         ids = await (store.revoke if args.action == "revoke" else store.delete)(args.name)
@@ -65,19 +95,31 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         await redis.aclose()
 
 
-async def _create(args: argparse.Namespace, settings: Settings, store: KeyStore) -> NewKey:
-    if not _NAME.match(args.name):
-        raise UsageError("--name: use 1-64 letters, digits, '.', '_' or '-'")
+def _parse_grace(text: str) -> timedelta:
+    return parse_duration(text, at_most=MAX_GRACE)
+
+
+def _parse_expires(text: str) -> float:
+    return parse_moment(text, at_most=MAX_EXPIRES).timestamp()
+
+
+def _check_create(args: argparse.Namespace) -> float | None:
+    """The checks of `keys create`'s options; the key's end (Unix seconds) or None."""
     for scope in args.scopes:
-        if not SCOPE_SHAPE.match(scope):
-            raise UsageError(f"--scope: {scope!r} is not resource:action, resource:* or *")
+        _value(check_scope, scope, "--scope")
+    if args.service is not None:
+        _value(check_name, args.service, "--service")
     for cidr in args.allow_ip:
         _value(lambda text: ipaddress.ip_network(text, strict=False), cidr, "--allow-ip")
-    expires_at = None
-    if args.expires is not None:
-        expires_at = _value(parse_moment, args.expires, "--expires").timestamp()
-        if expires_at <= time.time():
-            raise UsageError("--expires: that time has passed")
+    if args.expires is None:
+        return None
+    expires_at: float = _value(_parse_expires, args.expires, "--expires")
+    return expires_at
+
+
+async def _create(
+    args: argparse.Namespace, settings: Settings, store: KeyStore, expires_at: float | None
+) -> NewKey:
     return await store.create(
         name=args.name,
         scopes=args.scopes,
@@ -94,14 +136,15 @@ def _value(parse: Any, text: str, option: str) -> Any:
     try:
         return parse(text)
     except ValueError as exc:
-        raise UsageError(f"{option}: {exc}") from None
+        # One line, whatever the parser said (ipaddress quotes the value it was given).
+        raise UsageError(f"{option}: {printable(str(exc))}") from None
 
 
 def _show_new(args: argparse.Namespace, new: NewKey, verb: str) -> int:
     record = new.record
     if args.json:
         print(
-            json.dumps(
+            json_line(
                 {
                     "name": record.name,
                     "id": record.key_id,
@@ -114,8 +157,10 @@ def _show_new(args: argparse.Namespace, new: NewKey, verb: str) -> int:
         )
         return 0
     print(
-        f"Key {record.name!r} {verb}: id {record.key_id}, scopes {' '.join(record.scopes)}, "
-        f"environment {record.environment}, expires {iso(record.expires_at) or 'never'}."
+        printable(
+            f"Key {record.name!r} {verb}: id {record.key_id}, scopes {' '.join(record.scopes)}, "
+            f"environment {record.environment}, expires {iso(record.expires_at) or 'never'}."
+        )
     )
     print("This is the only time the key is shown. Store it in a secret manager now:\n")
     print(f"    {new.key}\n")
@@ -146,7 +191,7 @@ def _list(args: argparse.Namespace, settings: Settings, records: list[KeyRecord]
     now = time.time()
     rows = [describe(record, settings, now) for record in records]
     if args.json:
-        print(json.dumps(rows))
+        print(json_line(rows))
         return 0
     if not rows:
         print("no keys yet: sidecar keys create --name NAME --scope SCOPE")
@@ -154,13 +199,16 @@ def _list(args: argparse.Namespace, settings: Settings, records: list[KeyRecord]
     columns = ("name", "id", "status", "scopes", "expires_at", "last_used_at", "flags")
     table = [
         [
-            str(row["name"]),
-            str(row["id"]),
-            str(row["status"]),
-            " ".join(row["scopes"]),  # type: ignore[arg-type]
-            str(row["expires_at"] or "-"),
-            str(row["last_used_at"] or "-"),
-            ",".join(flag for flag in ("rotation_due", "exposed") if row[flag]) or "-",
+            printable(cell)
+            for cell in (
+                str(row["name"]),
+                str(row["id"]),
+                str(row["status"]),
+                " ".join(row["scopes"]),  # type: ignore[arg-type]
+                str(row["expires_at"] or "-"),
+                str(row["last_used_at"] or "-"),
+                ",".join(flag for flag in ("rotation_due", "exposed") if row[flag]) or "-",
+            )
         ]
         for row in rows
     ]
@@ -172,4 +220,4 @@ def _list(args: argparse.Namespace, settings: Settings, records: list[KeyRecord]
 
 
 def _say(args: argparse.Namespace, data: dict[str, object], text: str) -> None:
-    print(json.dumps(data) if args.json else text)
+    print(json_line(data) if args.json else printable(text))

@@ -11,6 +11,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,9 +40,11 @@ ENV_DELIMITER = "__"
 CONFIG_ENV = "SIDECAR_CONFIG"
 DEFAULT_CONFIG_PATH = Path("sidecar.yaml")
 
-# A scope: `resource:action`, `resource:*` or `*`.
-SCOPE_SHAPE = re.compile(r"^(\*|[a-z0-9_.-]+:(\*|[a-z0-9_.-]+))$")
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: header and method names
+# A scope (SPEC §14): `resource:action`, `resource:*` or `*`, at most 64 characters of
+# [A-Za-z0-9._:-*]. Anchored with `\Z`, not `$`: `$` also matches before a trailing newline,
+# and `.match` would let `orders:read\n` through.
+SCOPE_SHAPE = re.compile(r"(?=.{1,64}\Z)(?:\*|[A-Za-z0-9._-]+:(?:\*|[A-Za-z0-9._-]+))\Z")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 9110 token: header and method names
 
 
 class _Section(BaseModel):
@@ -341,6 +344,14 @@ def config_named(cli_value: str | None, environ: Mapping[str, str] | None = None
     return cli_value is not None or CONFIG_ENV in env
 
 
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """Valid settings, and the warnings (one line each) about what loading them ignored."""
+
+    settings: Settings
+    warnings: list[str]
+
+
 def load_settings(path: Path, *, require_file: bool = True, complete: bool = True) -> Settings:
     """Read, overlay and validate the configuration; raise `ConfigError` listing every problem.
 
@@ -349,8 +360,13 @@ def load_settings(path: Path, *, require_file: bool = True, complete: bool = Tru
     that need a certificate. `complete=False` skips the keys a serving process must have
     (upstream, certificate): the demo and the key-management commands bring or need none.
     """
+    return load_config(path, require_file=require_file, complete=complete).settings
+
+
+def load_config(path: Path, *, require_file: bool = True, complete: bool = True) -> LoadedConfig:
+    """`load_settings`, with the warnings a starting process reports (`serve`, `check-config`)."""
     document = _read_yaml(path, require_file=require_file)
-    problems = _unknown_environment(os.environ)
+    problems, warnings = _check_environment(os.environ)
     try:
         settings = Settings(**document)
     except ValidationError as exc:
@@ -359,7 +375,7 @@ def load_settings(path: Path, *, require_file: bool = True, complete: bool = Tru
         problems += _required(settings)
     if problems:
         raise ConfigError(problems)
-    return settings
+    return LoadedConfig(settings, warnings)
 
 
 def _read_yaml(path: Path, *, require_file: bool) -> dict[str, Any]:
@@ -402,18 +418,49 @@ def _describe(error: Mapping[str, Any]) -> str:
 _SECRET_KEYS = frozenset({"redis.url"})
 
 
+# The service links Kubernetes injects for a Service named `sidecar` (docker links had the
+# same shapes): SIDECAR_SERVICE_HOST, SIDECAR_SERVICE_PORT[_<port name>], SIDECAR_PORT and
+# SIDECAR_PORT_<n>_<TCP|UDP|SCTP>[_PROTO|_PORT|_ADDR]. Exactly these, upper case as
+# Kubernetes writes them; anything else unknown stays a typo.
+_SERVICE_LINK = re.compile(
+    r"SIDECAR_(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?"
+    r"|PORT(?:_[0-9]{1,5}_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)?)"
+)
+
+
+def _check_environment(environ: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """Problems: `SIDECAR_…` variables that name no config key, almost always a typo. Warnings:
+    one line naming the Kubernetes service-link variables, which are ignored."""
+    problems = _unknown_environment(environ)
+    links = sorted(name for name in environ if _SERVICE_LINK.fullmatch(name))
+    warnings = []
+    if links:
+        warnings.append(
+            f"ignoring Kubernetes service-link environment variables {', '.join(links)} "
+            "(set enableServiceLinks: false in the pod spec to stop them)"
+        )
+    return problems, warnings
+
+
 def _unknown_environment(environ: Mapping[str, str]) -> list[str]:
-    """`SIDECAR_…` variables that name no config key: almost always a typo."""
+    """`SIDECAR_…` variables that name no config key (nor are service links): typos."""
     top_level = set(Settings.model_fields)
     problems = []
     for name in sorted(environ):
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV:
             continue
+        if _SERVICE_LINK.fullmatch(name):
+            continue
         parts = upper[len(ENV_PREFIX) :].lower().split(ENV_DELIMITER)
         if not _names_a_field(parts, top_level):
-            problems.append(f"{name}: environment variable names no config key")
+            # The name escaped: it is the operator's, but it may hold anything but `=`.
+            problems.append(f"{_escaped(name)}: environment variable names no config key")
     return problems
+
+
+def _escaped(name: str) -> str:
+    return name if name.isprintable() else repr(name)[1:-1]
 
 
 def _names_a_field(parts: list[str], top_level: set[str]) -> bool:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from sidecar.config import Argon2
+from sidecar.config import SCOPE_SHAPE, Argon2
 
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 ID_BYTES, ID_CHARS = 12, 17  # 62**17 > 2**96
@@ -51,6 +51,35 @@ def mask_keys(text: str) -> str:
     if "_" not in text:
         return text
     return _KEY_PARTS.sub(lambda match: match.group(1) + MASKED_SECRET, text)
+
+
+# SPEC §14: a key's name and its service. Matched whole (`fullmatch`), never with `$`, which
+# also matches before a trailing newline. No `{` or `}`: a name is part of a Redis key under
+# the `{keys}` hash tag, and a brace there would move it to another cluster slot.
+NAME_SHAPE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_NAME_RULE = "use 1-64 letters, digits, '.', '_', ':' or '-'"
+_SCOPE_RULE = "use resource:action, resource:* or * (1-64 letters, digits, '.', '_', '-')"
+
+
+def check_name(text: str) -> str:
+    """`text` as a key name or service; ValueError saying what is wrong with it otherwise."""
+    if NAME_SHAPE.fullmatch(text) is None:
+        raise ValueError(f"{shown(text)} is not a name: {_NAME_RULE}")
+    return text
+
+
+def check_scope(text: str) -> str:
+    """`text` as a scope; ValueError saying what is wrong with it otherwise."""
+    if SCOPE_SHAPE.fullmatch(text) is None:
+        raise ValueError(f"{shown(text)} is not a scope: {_SCOPE_RULE}")
+    return text
+
+
+def shown(text: str, limit: int = 70) -> str:
+    """`text` quoted for an error message: control characters escaped (repr), long values cut."""
+    if len(text) > limit:
+        return f"{text[:limit]!r}… ({len(text)} characters)"
+    return repr(text)
 
 
 class MalformedKey(ValueError):

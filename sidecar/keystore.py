@@ -52,15 +52,26 @@ redis.call('SADD', KEYS[3], ARGV[1])
 return 1
 """
 
-# KEYS: name, old record, new record, ids. ARGV: old id, new id, the old key's end, then the
-# new record's field/value pairs. 0: the name has moved on since it was read (read again);
-# -1: the old key was revoked meanwhile.
+# KEYS: name, old record, new record, ids, then the records of the name's earlier keys (still
+# in an earlier rotation's grace). ARGV: old id, new id, the old key's end, the number of
+# earlier records, then the new record's field/value pairs. 0: the name has moved on since it
+# was read (read again); -1: the old key was revoked meanwhile. No earlier key outlives the
+# old one: `rotate --grace 0` ends every earlier secret at once, not only the last.
 _ROTATE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[2], 'revoked') == '1' then return -1 end
-redis.call('HSET', KEYS[3], unpack(ARGV, 4))
+local earlier = tonumber(ARGV[4])
+redis.call('HSET', KEYS[3], unpack(ARGV, 5))
 redis.call('SADD', KEYS[4], ARGV[2])
 redis.call('HSET', KEYS[2], 'rotated_to', ARGV[2], 'expires_at', ARGV[3])
+for i = 5, 4 + earlier do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    local ends = redis.call('HGET', KEYS[i], 'expires_at')
+    if not ends or tonumber(ends) > tonumber(ARGV[3]) then
+      redis.call('HSET', KEYS[i], 'expires_at', ARGV[3])
+    end
+  end
+end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
@@ -239,7 +250,8 @@ class KeyStore:
     async def rotate(
         self, name: str, *, grace_s: float, prefix: str, hasher: SecretHasher
     ) -> NewKey:
-        """Issue a new key under `name`; the old one keeps working for `grace_s` seconds."""
+        """Issue a new key under `name`; the old one keeps working for `grace_s` seconds, and
+        no earlier key of the name longer than the old one (with 0, all end at once)."""
         while True:
             old = await self._current(name)
             if old.revoked:
@@ -263,16 +275,37 @@ class KeyStore:
             )
             grace_end = now + max(grace_s, 0.0)
             old_end = grace_end if old.expires_at is None else min(old.expires_at, grace_end)
+            # The earlier keys whose end the old one's now comes before. Read before the
+            # script; a rotation in between moves the name on, and the script reads again.
+            earlier = [
+                record.key_id
+                for record in await self.records_named(name)
+                if record.key_id != old.key_id
+                and (record.expires_at is None or record.expires_at > old_end)
+            ]
             outcome = await self._rotate(
-                keys=[_name_key(name), _id_key(old.key_id), _id_key(new.key_id), _IDS],
-                args=[old.key_id, new.key_id, repr(old_end), *_pairs(new.to_redis())],
+                keys=[
+                    _name_key(name),
+                    _id_key(old.key_id),
+                    _id_key(new.key_id),
+                    _IDS,
+                    *(_id_key(key_id) for key_id in earlier),
+                ],
+                args=[
+                    old.key_id,
+                    new.key_id,
+                    repr(old_end),
+                    str(len(earlier)),
+                    *_pairs(new.to_redis()),
+                ],
             )
             if outcome == -1:
                 raise KeyStoreError(f"key {name!r} is revoked: delete it and create anew")
             if outcome == 1:
                 break
             # 0: someone rotated, deleted or re-created the name meanwhile: read again.
-        await self._announce(old.key_id)
+        # Every replica drops its cached copies of each key whose end moved.
+        await self._announce(old.key_id, *earlier)
         return NewKey(key=key, record=new)
 
     async def revoke(self, name: str) -> list[str]:

@@ -6,8 +6,10 @@ problem naming the key; `check-config` reports the same without serving.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +20,15 @@ import pytest
 import trustme
 
 from sidecar.embedded_redis import EmbeddedRedis
-from tests.helpers import free_port, is_listening, run_cli, sidecar_env, write_config
+from tests.helpers import (
+    accepts_connections,
+    free_port,
+    is_listening,
+    run_cli,
+    sidecar_env,
+    wait_until,
+    write_config,
+)
 
 EXIT_USAGE = 2
 FAST_EXIT_S = 10.0  # interpreter start-up and imports included; a bound server would hang
@@ -231,6 +241,70 @@ def test_unknown_sidecar_variable_fails_check_config(make_config: ConfigFactory)
         "check-config", "--config", str(make_config()), env=sidecar_env(SIDECAR_FOO="1")
     )
     assert_usage_error(result, ["SIDECAR_FOO"])
+
+
+@pytest.mark.slow
+def test_kubernetes_service_links_are_one_warning_for_check_config(
+    make_config: ConfigFactory,
+) -> None:
+    links = {
+        "SIDECAR_SERVICE_HOST": "10.96.0.12",
+        "SIDECAR_SERVICE_PORT": "8443",
+        "SIDECAR_PORT": "tcp://10.96.0.12:8443",
+        "SIDECAR_PORT_8443_TCP": "tcp://10.96.0.12:8443",
+        "SIDECAR_PORT_8443_TCP_PROTO": "tcp",
+        "SIDECAR_PORT_8443_TCP_PORT": "8443",
+        "SIDECAR_PORT_8443_TCP_ADDR": "10.96.0.12",
+    }
+    config = str(make_config())
+    result = run_cli("check-config", "--config", config, "--json", env=sidecar_env(**links))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["ok"] is True
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("sidecar: warning: ignoring Kubernetes service-link")
+    assert all(name in line for name in links)
+
+    typo = run_cli(
+        "check-config", "--config", config, env=sidecar_env(**links, SIDECAR_UPSTREAM__ULR="x")
+    )
+    assert_usage_error(typo, ["SIDECAR_UPSTREAM__ULR"])
+
+
+@pytest.mark.slow
+async def test_serve_starts_with_service_links_and_warns_once(
+    make_config: ConfigFactory, good_config: dict[str, Any], tmp_path: Path
+) -> None:
+    config = make_config(audit={"spool_dir": str(tmp_path / "spool")})
+    output = tmp_path / "serve.log"
+    with output.open("wb") as sink:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sidecar",
+            "serve",
+            "--config",
+            str(config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=sink,
+            stderr=asyncio.subprocess.STDOUT,
+            env=sidecar_env(SIDECAR_SERVICE_HOST="10.96.0.12", SIDECAR_PORT_8443_TCP_PORT="8443"),
+        )
+    try:
+        health_port = good_config["health"]["port"]
+
+        async def serving() -> bool:
+            assert process.returncode is None, output.read_text()
+            return await accepts_connections(health_port)
+
+        await wait_until(serving, within=FAST_EXIT_S)
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), FAST_EXIT_S)
+    warnings = [line for line in output.read_text().splitlines() if "service-link" in line]
+    assert len(warnings) == 1, output.read_text()
+    assert "SIDECAR_SERVICE_HOST" in warnings[0]
+    assert "SIDECAR_PORT_8443_TCP_PORT" in warnings[0]
+    assert "warning" in warnings[0]
 
 
 @pytest.mark.slow

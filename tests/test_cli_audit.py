@@ -313,6 +313,13 @@ async def test_events_tail_shows_authentication_events(
         (["audit", "query", "--since", "yesterday"], "--since"),
         (["audit", "tail", "-n", "0"], "-n"),
         (["events", "tail", "-n", "-3"], "-n"),
+        # SPEC §14: out of range is a usage error in one line, not a traceback or a Redis error.
+        (["audit", "query", "--since", "99999999999d"], "--since"),
+        (["audit", "query", "--since", "3651d"], "--since"),
+        (["audit", "query", "--since", "9" * 400 + "s"], "--since"),
+        (["audit", "query", "--status", "404\n"], "--status"),
+        (["audit", "tail", "-n", "99999999999999999999999"], "-n"),
+        (["events", "tail", "-n", "100001"], "-n"),
     ],
 )
 async def test_bad_values_are_usage_errors(config: str, arguments: list[str], named: str) -> None:
@@ -320,7 +327,86 @@ async def test_bad_values_are_usage_errors(config: str, arguments: list[str], na
     assert result.returncode == EXIT_USAGE, (result.stdout, result.stderr)
     assert named in result.stderr
     assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert len(result.stderr) < 300
     assert result.stdout == ""
+
+
+async def test_the_bounds_are_in_the_help() -> None:
+    query, tail = await asyncio.gather(
+        sidecar_cli("audit", "query", "--help"), sidecar_cli("events", "tail", "--help")
+    )
+    assert "at most 3650d" in " ".join(query.stdout.split())
+    assert "1 to 100000" in " ".join(tail.stdout.split())
+
+
+async def test_the_largest_since_is_taken(config: str, redis_client: aioredis.Redis) -> None:
+    (document,) = await seed(redis_client, [(1000, seeded())])
+    result = await sidecar_cli("audit", "query", "--since", "3650d", "--json", "--config", config)
+    assert json_lines(result) == [document]
+
+
+# -- text output is inert on a terminal (SPEC §14) ------------------------------------------------
+
+HOSTILE = "/v1/\x1b[2J\x1b]0;pwned\x07\n2026-11-29T10:00:00Z  200  GET  /forged\u202e\x9b\u2028"
+HOSTILE_SHOWN = (
+    "/v1/\\x1b[2J\\x1b]0;pwned\\x07\\n2026-11-29T10:00:00Z  200  GET  /forged\\u202e\\x9b\\u2028"
+)
+
+
+def assert_inert(output: str, lines: int) -> None:
+    """`lines` lines of output, none with a control character (the newlines end them)."""
+    assert output.count("\n") == lines, output
+    for line in output.splitlines():
+        assert line.isprintable(), repr(line)
+
+
+async def test_audit_text_output_escapes_what_a_request_carried(
+    config: str, redis_client: aioredis.Redis
+) -> None:
+    entry = seeded(path=HOSTILE, key_name="k\x1b[31m")
+    (document,) = await seed(redis_client, [(1000, entry)])
+
+    tail, query, tail_json, query_json = await asyncio.gather(
+        sidecar_cli("audit", "tail", "--config", config),
+        sidecar_cli("audit", "query", "--config", config),
+        sidecar_cli("audit", "tail", "--json", "--config", config),
+        sidecar_cli("audit", "query", "--json", "--config", config),
+    )
+    for result in (tail, query):
+        assert result.returncode == 0, result.stderr
+        assert_inert(result.stdout, lines=1)
+        assert HOSTILE_SHOWN in result.stdout
+        assert "key=k\\x1b[31m" in result.stdout
+    for result in (tail_json, query_json):
+        assert_inert(result.stdout, lines=1)
+        assert json_lines(result) == [document]  # the exact values, escaped only as JSON
+
+
+async def test_events_text_output_escapes_what_a_request_carried(
+    config: str, redis_client: aioredis.Redis
+) -> None:
+    event = build_event(
+        "invalid_secret",
+        request_id="ev-hostile",
+        method="GET",
+        path=HOSTILE,
+        client_ip="198.51.100.7",
+        detail="bad\nsecret\u2029",
+        key_id="kid",
+        key_name="alpha",
+    )
+    await redis_client.xadd(EVENTS_STREAM, {"event": json.dumps(event)})
+    table, as_json = await asyncio.gather(
+        sidecar_cli("events", "tail", "--config", config),
+        sidecar_cli("events", "tail", "--json", "--config", config),
+    )
+    assert table.returncode == 0, table.stderr
+    assert_inert(table.stdout, lines=1)
+    assert HOSTILE_SHOWN in table.stdout
+    assert "bad\\nsecret\\u2029" in table.stdout
+    assert_inert(as_json.stdout, lines=1)
+    assert json_lines(as_json) == [event]
 
 
 @pytest.mark.parametrize(

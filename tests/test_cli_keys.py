@@ -139,17 +139,36 @@ async def test_create_with_a_taken_name_fails_clearly(config: Path, store: KeySt
     assert record.key_id == first["id"]  # the first key is untouched
 
 
+FAR = (datetime.now(UTC) + timedelta(days=3660)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @pytest.mark.parametrize(
     ("options", "named"),
     [
-        (["--scope", "Orders:Read"], "--scope"),
         (["--scope", "orders"], "--scope"),
+        (["--scope", "orders:read\n"], "--scope"),
+        (["--scope", "a:b", "--scope", "*\n"], "--scope"),
+        (["--scope", "a:b:c"], "--scope"),
+        (["--scope", "r:" + "a" * 63], "--scope"),
         (["--scope", "a:b", "--expires", "soon"], "--expires"),
         (["--scope", "a:b", "--expires", "2020-01-01T00:00:00Z"], "--expires"),
+        (["--scope", "a:b", "--expires", "0"], "--expires"),
+        (["--scope", "a:b", "--expires", "99999999999d"], "--expires"),
+        (["--scope", "a:b", "--expires", "3651d"], "--expires"),
+        (["--scope", "a:b", "--expires", FAR], "--expires"),
+        (["--scope", "a:b", "--expires", "9999-12-31T23:59:59-14:00"], "--expires"),
+        (["--scope", "a:b", "--expires", "0001-01-01T00:00:00+14:00"], "--expires"),
         (["--scope", "a:b", "--allow-ip", "not-a-cidr"], "--allow-ip"),
+        (["--scope", "a:b", "--allow-ip", "10.0.0.0/8\n"], "--allow-ip"),
+        (["--scope", "a:b", "--service", "shop\n"], "--service"),
+        (["--scope", "a:b", "--service", "{keys}"], "--service"),
+        (["--scope", "a:b", "--service", ""], "--service"),
     ],
-    ids=["upper-case-scope", "scope-without-action", "bad-expires", "past-expires", "bad-cidr"],
-)
+    ids=["scope-without-action", "scope-with-newline", "star-with-newline", "two-colons",
+         "scope-of-65", "bad-expires", "past-expires", "expires-now", "expires-overflow",
+         "expires-too-far", "iso-too-far", "iso-year-9999", "iso-year-1", "bad-cidr",
+         "cidr-with-newline", "service-with-newline", "service-with-braces", "empty-service"],
+)  # fmt: skip
 async def test_create_refuses_bad_values_with_exit_2(
     config: Path, store: KeyStore, options: list[str], named: str
 ) -> None:
@@ -157,8 +176,71 @@ async def test_create_refuses_bad_values_with_exit_2(
     assert result.returncode == 2, (result.returncode, result.stderr)
     assert named in result.stderr
     assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr  # one line, never a traceback
+    assert result.stderr[:-1].isprintable()
     assert not KEY_PATTERN.search(result.stdout)
     assert await store.records() == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["billing\n", "", "x" * 65, "{keys}", "a b", "bill\x1b[2J"],
+    ids=["trailing-newline", "empty", "65", "braces", "space", "escape"],
+)
+async def test_every_command_refuses_a_bad_name_with_exit_2(
+    config: Path, store: KeyStore, name: str
+) -> None:
+    results = await asyncio.gather(
+        keys_cli(config, "create", "--name", name, "--scope", "a:b"),
+        # `--` ends the options (a NAME may start with '-'); --config comes before it.
+        sidecar_cli("keys", "rotate", "--config", str(config), "--grace", "0", "--", name),
+        sidecar_cli("keys", "revoke", "--config", str(config), "--", name),
+        sidecar_cli("keys", "delete", "--config", str(config), "--", name),
+    )
+    for result, option in zip(results, ("--name", "NAME", "NAME", "NAME"), strict=True):
+        assert result.returncode == 2, (result.returncode, result.stderr)
+        assert result.stderr.startswith(f"sidecar: {option}: "), result.stderr
+        assert "is not a name" in result.stderr
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+        assert result.stderr[:-1].isprintable()
+        assert result.stdout == ""
+    assert await store.records() == []
+
+
+async def test_the_spec_alphabet_and_its_bounds_are_taken(config: Path, store: KeyStore) -> None:
+    name = "Team.svc_1:" + "x" * 53  # 64 characters, every kind the alphabet has
+    document = created(
+        await keys_cli(
+            config,
+            "create",
+            "--name",
+            name,
+            "--scope",
+            "Orders:Read",
+            "--scope",
+            "r:" + "a" * 62,
+            "--service",
+            "ns:shop-2",
+            "--expires",
+            "3650d",
+            "--json",
+        )
+    )
+    assert document["name"] == name
+    record = one_record(await store.records(), name)
+    assert record.scopes == ("Orders:Read", "r:" + "a" * 62)
+    assert record.service == "ns:shop-2"
+    assert record.expires_at == pytest.approx(time.time() + 3650 * DAY, abs=120)
+    rotated = await keys_cli(config, "rotate", name, "--grace", "365d", "--json")
+    assert created(rotated)["name"] == name
+
+
+async def test_the_bounds_are_in_the_help() -> None:
+    create, rotate = await asyncio.gather(
+        sidecar_cli("keys", "create", "--help"), sidecar_cli("keys", "rotate", "--help")
+    )
+    assert "at most 3650d ahead" in " ".join(create.stdout.split())
+    assert "at most 365d" in " ".join(rotate.stdout.split())
 
 
 # --- list ---------------------------------------------------------------------------------
@@ -230,6 +312,31 @@ async def test_list_shows_status_and_flags_but_no_hash_and_no_key(
     assert "rotating" in line_of[rotating.record.key_id]
 
 
+async def test_list_text_escapes_control_characters_in_what_it_shows(
+    config: Path, store: KeyStore
+) -> None:
+    """Names are checked at `keys create`, but a record written some other way (an older
+    version, a hand-made one) must not drive the terminal either."""
+    hasher = SecretHasher(Argon2(**FAST_ARGON2))
+    hostile = "x\x1b[2J\nFORGED  active\u202e\x9b"
+    await store.create(
+        name=hostile, scopes=["a:b\x07"], prefix="sk", environment="live", hasher=hasher
+    )
+    as_text, as_json = await asyncio.gather(
+        keys_cli(config, "list"), keys_cli(config, "list", "--json")
+    )
+    assert as_text.returncode == 0, as_text.stderr
+    lines = as_text.stdout.splitlines()
+    assert len(lines) == 2  # the header and the one key: no forged line
+    assert all(line.isprintable() for line in lines), lines
+    assert "x\\x1b[2J\\nFORGED  active\\u202e\\x9b" in lines[1]
+    assert "a:b\\x07" in lines[1]
+    assert as_json.stdout[:-1].isprintable()
+    (row,) = json.loads(as_json.stdout)
+    assert row["name"] == hostile
+    assert row["scopes"] == ["a:b\x07"]
+
+
 async def test_list_with_no_keys_says_how_to_make_one(config: Path, store: KeyStore) -> None:
     as_text, as_json = await asyncio.gather(
         keys_cli(config, "list"), keys_cli(config, "list", "--json")
@@ -279,15 +386,21 @@ async def test_rotate_refuses_a_bad_grace_and_an_unknown_name(
     config: Path, store: KeyStore
 ) -> None:
     created(await keys_cli(config, "create", "--name", "svc", "--scope", "a:b", "--json"))
-    bad_grace, unknown = await asyncio.gather(
-        keys_cli(config, "rotate", "svc", "--grace", "a while"),
+    unknown, *bad_graces = await asyncio.gather(
         keys_cli(config, "rotate", "nobody"),
+        *(
+            keys_cli(config, "rotate", "svc", "--grace", grace)
+            for grace in ("a while", "99999999999d", "366d", "9" * 400 + "h")
+        ),
     )
-    assert bad_grace.returncode == 2
-    assert "--grace" in bad_grace.stderr
+    for bad_grace in bad_graces:
+        assert bad_grace.returncode == 2, bad_grace.stderr
+        assert bad_grace.stderr.startswith("sidecar: --grace: "), bad_grace.stderr
+        assert len(bad_grace.stderr.splitlines()) == 1, bad_grace.stderr
+        assert "Traceback" not in bad_grace.stderr
     assert unknown.returncode == 1
     assert "nobody" in unknown.stderr
-    assert len(await store.records()) == 1  # neither made a key
+    assert len(await store.records()) == 1  # none made a key
 
 
 async def test_revoke_then_delete(config: Path, store: KeyStore) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from sidecar.config import Settings, Tls, load_settings
+from sidecar.config import Settings, Tls, load_config, load_settings
 from sidecar.errors import ConfigError
 from sidecar.tls import check_certificate
 
@@ -126,6 +126,63 @@ def test_unknown_sidecar_environment_variable_is_reported(
     monkeypatch.setenv("SIDECAR_FOO", "1")
     problems = problems_of(write(tmp_path, ""))
     assert any(problem.startswith("SIDECAR_FOO: ") for problem in problems), problems
+
+
+SERVICE_LINKS = {
+    "SIDECAR_SERVICE_HOST": "10.96.0.12",
+    "SIDECAR_SERVICE_PORT": "8443",
+    "SIDECAR_SERVICE_PORT_HTTPS": "8443",
+    "SIDECAR_SERVICE_PORT_HEALTH_HTTP": "8081",
+    "SIDECAR_PORT": "tcp://10.96.0.12:8443",
+    "SIDECAR_PORT_8443_TCP": "tcp://10.96.0.12:8443",
+    "SIDECAR_PORT_8443_TCP_PROTO": "tcp",
+    "SIDECAR_PORT_8443_TCP_PORT": "8443",
+    "SIDECAR_PORT_8443_TCP_ADDR": "10.96.0.12",
+    "SIDECAR_PORT_53_UDP": "udp://10.96.0.12:53",
+    "SIDECAR_PORT_9_SCTP_ADDR": "10.96.0.12",
+}
+
+
+def test_kubernetes_service_links_are_ignored_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in SERVICE_LINKS.items():
+        monkeypatch.setenv(name, value)
+    loaded = load_config(write(tmp_path, "listen: {port: 9443}\n"), complete=False)
+    assert loaded.settings.listen.port == 9443  # SIDECAR_PORT does not set listen.port
+    (warning,) = loaded.warnings
+    for name in SERVICE_LINKS:
+        assert name in warning
+    assert "\n" not in warning
+    assert isinstance(load_settings(write(tmp_path, ""), complete=False), Settings)
+
+
+def test_no_service_links_no_warning(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, ""), complete=False).warnings == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "SIDECAR_UPSTREAM__ULR",
+        "SIDECAR_PORT_8443",
+        "SIDECAR_PORT_8443_HTTP",
+        "SIDECAR_PORT_8443_TCP_HOST",
+        "SIDECAR_PORT_X_TCP",
+        "SIDECAR_PORT_123456_TCP",
+        "SIDECAR_SERVICE_HOSTS",
+        "SIDECAR_SERVICE",
+        "sidecar_service_host",
+        "SIDECAR_PORT_8443_TCP\n",
+    ],
+)
+def test_what_is_not_exactly_a_service_link_stays_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv("SIDECAR_SERVICE_HOST", "10.96.0.12")
+    monkeypatch.setenv(name, "x")
+    problems = problems_of(write(tmp_path, ""))
+    assert problems[0] == f"{name!r}"[1:-1] + ": environment variable names no config key"
 
 
 def test_config_path_variable_is_not_an_unknown_key(

@@ -5,11 +5,14 @@ budget, rehashing, and `last_used_at`. Real TLS, real Redis; deadlines, never sl
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -20,7 +23,7 @@ from sidecar.embedded_redis import EmbeddedRedis
 from sidecar.keys import SecretHasher, parse_key
 from sidecar.keystore import KeyStore
 from tests.conftest import Proxy, ProxyFactory
-from tests.helpers import wait_until
+from tests.helpers import wait_until, write_config
 from tests.keysupport import (
     FAST_ARGON2,
     FAST_KEYS,
@@ -28,6 +31,7 @@ from tests.keysupport import (
     issue,
     keys_section,
     metric_value,
+    sidecar_cli,
     wait_for_invalidation_listeners,
 )
 from tests.test_auth import (
@@ -170,6 +174,71 @@ async def test_rotation_without_grace_ends_the_old_key_at_once(
     answer = await call(proxy, "/v1/orders/1", key=new.key)
     assert answer.status == 200
     assert "Sunset" not in answer.headers
+
+
+async def test_rotation_without_grace_ends_every_earlier_key_at_once(
+    proxy: Proxy,
+    start_proxy: ProxyFactory,
+    redis_client: aioredis.Redis,
+    redis_server: EmbeddedRedis,
+    tmp_path: Path,
+) -> None:
+    """SPEC §14, through `sidecar keys` and two real sidecars over TLS: `rotate --grace 0`
+    ends the key before it and every earlier one still in its grace, in every replica's cache."""
+    replica: Proxy = await start_proxy(keys=FAST_KEYS, routes=ROUTES)
+    await wait_for_invalidation_listeners(redis_client, 2)
+    config = str(
+        write_config(tmp_path / "cli.yaml", {"redis": {"url": redis_server.url}, "keys": FAST_KEYS})
+    )
+
+    async def keys_cli(*args: str) -> dict[str, Any]:
+        result = await sidecar_cli("keys", *args, "--json", "--config", config)
+        assert result.returncode == 0, result.stderr
+        document: dict[str, Any] = json.loads(result.stdout)
+        return document
+
+    first = await keys_cli("create", "--name", "svc", "--scope", "orders:read")
+    second = await keys_cli("rotate", "svc", "--grace", "1h")
+    for sidecar in (proxy, replica):
+        for key in (first["key"], second["key"]):
+            assert (await call(sidecar, "/v1/orders/1", key=key)).status == 200  # cached
+
+    third = await keys_cli("rotate", "svc", "--grace", "0")
+    for sidecar in (proxy, replica):
+        for key in (first["key"], second["key"]):
+            refused = await status_becomes(sidecar, key, 401, within=1)
+            assert refused.headers["WWW-Authenticate"] == EXPIRED
+            await expect_event(redis_client, refused.request_id, "expired_key")
+        answer = await call(sidecar, "/v1/orders/1", key=third["key"])
+        assert answer.status == 200
+        assert "Sunset" not in answer.headers
+
+    now = time.time()
+    records = {record.key_id: record for record in await KeyStore(redis_client).records()}
+    assert records[first["id"]].status(now) == "expired"
+    assert records[second["id"]].status(now) == "expired"
+    assert records[third["id"]].status(now) == "active"
+
+
+async def test_a_shorter_grace_also_shortens_the_earlier_keys_grace(
+    proxy: Proxy, redis_client: aioredis.Redis
+) -> None:
+    settings = proxy.server.sidecar.settings
+    store = KeyStore(redis_client)
+    hasher = SecretHasher(settings.keys.argon2)
+    first = await issue(redis_client, settings, "svc", ["orders:read"])
+    await store.rotate("svc", grace_s=3600, prefix="sk", hasher=hasher)
+    assert (await call(proxy, "/v1/orders/1", key=first.key)).status == 200  # cached
+
+    rotated_at = time.time()
+    await store.rotate("svc", grace_s=60, prefix="sk", hasher=hasher)
+
+    async def first_ends_with_the_second() -> bool:
+        answer = await call(proxy, "/v1/orders/1", key=first.key)
+        assert answer.status == 200
+        return abs(sunset_of(answer).timestamp() - (rotated_at + 60)) <= 5
+
+    await wait_until(first_ends_with_the_second, within=1)
 
 
 # --- revocation and deletion, while cached ------------------------------------------------
