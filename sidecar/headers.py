@@ -108,12 +108,12 @@ def header_key(name: str) -> str:
 
 
 REQUEST_ID_HEADER = "X-Request-Id"
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")  # fullmatch: `$` lets "\n" by
 
 
 def request_id(client_value: str | None) -> str:
     """The client's `X-Request-Id` when it is a sane token, else a fresh random one."""
-    if client_value is not None and _SANE_REQUEST_ID.match(client_value):
+    if client_value is not None and _SANE_REQUEST_ID.fullmatch(client_value):
         return client_value
     return os.urandom(16).hex()
 

@@ -44,7 +44,7 @@ def compile_glob(glob: str) -> re.Pattern[str]:
             regex += "/" + "[^/]*".join(re.escape(piece) for piece in part.split("*"))
     if glob.endswith("/") and glob != "/":
         regex += "/"
-    return re.compile("^" + (regex or "/") + "$")
+    return re.compile("^" + (regex or "/") + r"\Z")  # \Z: `$` also matches before a newline
 
 
 def compile_route(route: Route) -> CompiledRoute:

@@ -309,7 +309,8 @@ def test_request_id_keeps_a_sane_client_value() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", [None, "", "x" * 129, "has space", "semi;colon", "new\nline", "é", "a/b", "a,b"]
+    "value",
+    [None, "", "x" * 129, "has space", "semi;colon", "new\nline", "é", "a/b", "a,b", "abc\n"],
 )
 def test_request_id_replaces_anything_else(value: str | None) -> None:
     generated = request_id(value)

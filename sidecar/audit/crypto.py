@@ -27,8 +27,8 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
 _AAD_PREFIX = b"sidecar-audit-v1:"
-_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-_TOKEN = re.compile(r"^enc:v1:([A-Za-z0-9_-]{1,32}):([A-Za-z0-9+/]*={0,2})$")
+_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}\Z")  # \Z: `$` also matches before a newline
+_TOKEN = re.compile(r"^enc:v1:([A-Za-z0-9_-]{1,32}):([A-Za-z0-9+/]*={0,2})\Z")
 _CONFIG_KEY = "audit.encryption_key_file"
 
 # The record fields that hold bodies: (section, field).
