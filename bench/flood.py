@@ -31,7 +31,7 @@ import aiohttp
 from bench.payloads import REQUEST_BODY, ROUTE_PATH
 from bench.sidecar_target import ENVIRONMENT, PREFIX
 from bench.upstream import run_on_fastest_loop
-from sidecar.keys import generate_key
+from sidecar.keys.format import generate_key
 
 MANY_SOURCES = 1000
 _MAX_IN_FLIGHT = 1024

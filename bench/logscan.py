@@ -10,7 +10,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from sidecar.keys import KEY_PATTERN
+from sidecar.keys.format import KEY_PATTERN
 
 _LEVELS = ("warning", "error", "critical")
 _MAX_TEXT = 240

@@ -45,8 +45,8 @@ from bench.results import (
 )
 from bench.sidecar_target import SidecarPorts, scrape_metrics, serve_supports_workers
 from sidecar.config import Limits
-from sidecar.embedded_redis import EmbeddedRedis, free_port
-from sidecar.selfsigned import write_self_signed
+from sidecar.runtime.selfsigned import write_self_signed
+from sidecar.storage.embedded import EmbeddedRedis, free_port
 
 AUDIT_STREAMS = ("sidecar:audit", "sidecar:auth-events")  # the defaults the config keeps
 _HELPER_DEADLINE_S = 120.0

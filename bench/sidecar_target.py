@@ -19,9 +19,9 @@ import yaml
 
 from sidecar.config import Argon2
 from sidecar.config import Redis as RedisSettings
-from sidecar.keys import SecretHasher
-from sidecar.keystore import KeyStore
-from sidecar.redis_conn import create_redis
+from sidecar.keys.format import SecretHasher
+from sidecar.keys.store import KeyStore
+from sidecar.storage.client import create_redis
 
 PREFIX = "sk"
 ENVIRONMENT = "bench"

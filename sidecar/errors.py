@@ -1,4 +1,4 @@
-"""The domain's exceptions. No aiohttp here: `sidecar.problems` turns them into responses.
+"""The domain's exceptions. No aiohttp here: `sidecar.proxy.problems` turns them into responses.
 
 Messages never contain a presented key: at most its public id.
 """

@@ -18,9 +18,9 @@ import redis.asyncio as aioredis
 import trustme
 
 from sidecar.config import Settings
-from sidecar.embedded_redis import EmbeddedRedis
-from sidecar.server import Running, running
-from sidecar.tls import check_certificate
+from sidecar.runtime.serve import Running, running
+from sidecar.runtime.tls import check_certificate
+from sidecar.storage.embedded import EmbeddedRedis
 from tests.upstream import UpstreamServer, start_upstream
 
 

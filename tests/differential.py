@@ -30,12 +30,12 @@ import redis.asyncio as aioredis
 from yarl import URL
 
 from sidecar.config import Route, Settings
-from sidecar.embedded_redis import EmbeddedRedis
-from sidecar.keystore import NewKey
-from sidecar.paths import NonCanonicalPath, read_path
-from sidecar.routes import CompiledRoute, RouteTable
-from sidecar.server import Running, running
-from sidecar.tls import check_certificate
+from sidecar.keys.store import NewKey
+from sidecar.proxy.paths import NonCanonicalPath, read_path
+from sidecar.proxy.routes import CompiledRoute, RouteTable
+from sidecar.runtime.serve import Running, running
+from sidecar.runtime.tls import check_certificate
+from sidecar.storage.embedded import EmbeddedRedis
 from tests.helpers import RawResponse, raw_tls_exchange
 from tests.keysupport import issue, keys_section
 from tests.upstream import Seen, UpstreamServer, start_upstream

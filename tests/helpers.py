@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from sidecar.embedded_redis import free_port
+from sidecar.storage.embedded import free_port
 
 __all__ = [
     "RawResponse",

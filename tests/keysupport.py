@@ -16,8 +16,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from sidecar.config import Settings
-from sidecar.keys import SecretHasher
-from sidecar.keystore import INVALIDATE_CHANNEL, KeyStore, NewKey
+from sidecar.keys.format import SecretHasher
+from sidecar.keys.store import INVALIDATE_CHANNEL, KeyStore, NewKey
 from tests.helpers import sidecar_env, wait_until
 
 # argon2id at its cheapest, so the suite stays fast; one test checks the real defaults.

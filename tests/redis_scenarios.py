@@ -22,10 +22,10 @@ from redis.exceptions import RedisError
 from sidecar.audit.retention import trim_older_than
 from sidecar.config import Argon2
 from sidecar.config import Redis as RedisSettings
-from sidecar.embedded_redis import EmbeddedRedis
-from sidecar.keys import SecretHasher
-from sidecar.keystore import INVALIDATE_CHANNEL, KeyStore, NewKey
-from sidecar.redis_conn import RedisClient, create_redis
+from sidecar.keys.format import SecretHasher
+from sidecar.keys.store import INVALIDATE_CHANNEL, KeyStore, NewKey
+from sidecar.storage.client import RedisClient, create_redis
+from sidecar.storage.embedded import EmbeddedRedis
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import wait_until, write_config
 from tests.keysupport import FAST_ARGON2, FAST_KEYS, Completed, keys_section, metric_value

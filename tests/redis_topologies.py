@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from sidecar.embedded_redis import EmbeddedRedis, find_redis_server, free_port
+from sidecar.storage.embedded import EmbeddedRedis, find_redis_server, free_port
 
 # The cluster bus listens on port + 10000, so a node's port must leave room for it.
 _CLUSTER_PORTS = (20000, 45000)

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from sidecar.embedded_redis import EmbeddedRedis
+from sidecar.storage.embedded import EmbeddedRedis
 from tests.helpers import SidecarProcess, free_port, sidecar_process, wait_until, write_config
 from tests.keysupport import FAST_KEYS, metric_value, sidecar_cli
 from tests.upstream import UpstreamServer

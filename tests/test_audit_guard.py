@@ -1,7 +1,7 @@
 """SPEC §7 data guard and route `map` rules: card numbers, credential fields, JSON Pointers.
 
 Card numbers here are the networks' published test numbers, or built by `luhn_number` below;
-the oracle `luhn_windows` re-implements the rule independently of `sidecar.audit.cards`.
+the oracle `luhn_windows` re-implements the rule independently of `sidecar.guard.cards`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar.audit.cards import card_spans, luhn_valid, mask_cards
-from sidecar.audit.credentials import is_credential_name
-from sidecar.audit.guard import (
+from sidecar.config import GuardMode, RouteMap
+from sidecar.errors import ForbiddenData
+from sidecar.guard.cards import card_spans, luhn_valid, mask_cards
+from sidecar.guard.credentials import is_credential_name
+from sidecar.guard.jsondoc import parse_pointer
+from sidecar.guard.rules import (
     MAX_DEPTH,
     GuardResult,
     guard_body,
@@ -24,9 +27,6 @@ from sidecar.audit.guard import (
     redact_bytes,
     redact_text,
 )
-from sidecar.audit.jsondoc import parse_pointer
-from sidecar.config import GuardMode, RouteMap
-from sidecar.errors import ForbiddenData
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -894,7 +894,7 @@ _FAST_ALPHABET = '0123456789 -_abcdeiknoprstwyPASWORDTKEN{}[]":,.\\u%+='
 )
 def test_the_fast_path_only_skips_bodies_the_full_scan_leaves_alone(text: str, kind: str) -> None:
     """Skipping the parse is an optimisation: whenever it skips, the full scan finds nothing."""
-    from sidecar.audit.guard import _redact_any, _Scan, _worth_scanning
+    from sidecar.guard.rules import _redact_any, _Scan, _worth_scanning
 
     scan = _Scan(cards=True, credentials=True)
     if _worth_scanning(text, kind, scan):  # type: ignore[arg-type]

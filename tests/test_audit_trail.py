@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from multidict import CIMultiDictProxy
 
 from sidecar.audit.crypto import generate_key_line
-from sidecar.embedded_redis import EmbeddedRedis
+from sidecar.storage.embedded import EmbeddedRedis
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import PROBLEM_FIELDS, wait_until, write_config
 from tests.keysupport import bearer, event_for, issue, keys_section, metric_value, sidecar_cli

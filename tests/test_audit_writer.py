@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from sidecar.audit.spool import Spool, SpoolBudget, SpooledRecord, SpoolFull
 from sidecar.audit.writer import DurableStreamWriter, WriterHooks
-from sidecar.embedded_redis import free_port
+from sidecar.storage.embedded import free_port
 from tests.helpers import wait_until
 
 STREAM = "test:writer"

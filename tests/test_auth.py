@@ -14,8 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 from multidict import CIMultiDictProxy
 
-from sidecar.keys import BASE62, checksum, generate_key
-from sidecar.keystore import KeyStore
+from sidecar.keys.format import BASE62, checksum, generate_key
+from sidecar.keys.store import KeyStore
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import PROBLEM_FIELDS, wait_until
 from tests.keysupport import FAST_KEYS, bearer, command_calls, event_for, issue, keys_section

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import trustme
 
-from sidecar.embedded_redis import EmbeddedRedis
+from sidecar.storage.embedded import EmbeddedRedis
 from tests.helpers import (
     accepts_connections,
     free_port,

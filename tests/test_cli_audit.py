@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from sidecar.audit.events import build_event
 from sidecar.audit.record import build_record, capture, dumps_record
-from sidecar.embedded_redis import EmbeddedRedis, free_port
-from sidecar.events import build_event
+from sidecar.storage.embedded import EmbeddedRedis, free_port
 from tests.helpers import sidecar_env, write_config
 from tests.keysupport import Completed, sidecar_cli
 

@@ -15,9 +15,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from sidecar.config import Argon2
-from sidecar.embedded_redis import EmbeddedRedis
-from sidecar.keys import KEY_PATTERN, SecretHasher, parse_key
-from sidecar.keystore import KeyRecord, KeyStore
+from sidecar.keys.format import KEY_PATTERN, SecretHasher, parse_key
+from sidecar.keys.records import KeyRecord
+from sidecar.keys.store import KeyStore
+from sidecar.storage.embedded import EmbeddedRedis
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import free_port, wait_until, write_config
 from tests.keysupport import FAST_ARGON2, FAST_KEYS, Completed, sidecar_cli

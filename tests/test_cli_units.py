@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sidecar.cli.terminal import json_line, printable
 from sidecar.config import SCOPE_SHAPE
-from sidecar.keys import check_name, check_scope
-from sidecar.terminal import json_line, printable
+from sidecar.keys.format import check_name, check_scope
 
 # --- names and scopes ---------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """SPEC §9: YAML plus environment overlay, every problem reported at once, naming its key.
 
-Also the certificate checks of `sidecar.tls.check_certificate` (missing, mismatched, expired).
+Also the certificate checks of `sidecar.runtime.tls.check_certificate` (missing, mismatched,
+expired).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import trustme
 
 from sidecar.config import Settings, Tls, load_config, load_settings
 from sidecar.errors import ConfigError
-from sidecar.tls import check_certificate
+from sidecar.runtime.tls import check_certificate
 
 
 @pytest.fixture(autouse=True)
@@ -223,7 +224,7 @@ def test_serving_requires_upstream_and_certificate(tmp_path: Path) -> None:
     assert named == {"upstream.url", "tls.cert_file", "tls.key_file"}
 
 
-# Certificates: `sidecar.tls.check_certificate`.
+# Certificates: `sidecar.runtime.tls.check_certificate`.
 
 
 def _pair(

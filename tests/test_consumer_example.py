@@ -10,7 +10,7 @@ import redis
 import redis.asyncio as aioredis
 
 from examples.consume_audit import consume
-from sidecar.embedded_redis import EmbeddedRedis
+from sidecar.storage.embedded import EmbeddedRedis
 from tests.conftest import Proxy
 from tests.helpers import wait_until
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.cpus import available_cpus
+from sidecar.runtime.cpus import available_cpus
 
 ALL = len(os.sched_getaffinity(0))
 

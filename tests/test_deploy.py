@@ -35,14 +35,14 @@ from sidecar.config import (
     Health,
     Listen,
     Settings,
-    _unknown_environment,
     load_settings,
 )
-from sidecar.embedded_redis import EmbeddedRedis
+from sidecar.config.load import _unknown_environment
 from sidecar.errors import ConfigError
-from sidecar.keys import KEY_PATTERN
-from sidecar.server import Running, running
-from sidecar.tls import check_certificate
+from sidecar.keys.format import KEY_PATTERN
+from sidecar.runtime.serve import Running, running
+from sidecar.runtime.tls import check_certificate
+from sidecar.storage.embedded import EmbeddedRedis
 from tests.upstream import UpstreamServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from sidecar.embedded_redis import EmbeddedRedis
-from sidecar.routes import missing_scopes
+from sidecar.proxy.routes import missing_scopes
+from sidecar.storage.embedded import EmbeddedRedis
 from tests.differential import (
     CLIENT_ADDRESS,
     KEY_SCOPES,

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from sidecar.keys import generate_key
-from sidecar.keystore import KeyStore
+from sidecar.keys.format import generate_key
+from sidecar.keys.store import KeyStore
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import wait_until
 from tests.keysupport import FAST_KEYS, issue, metric_value, read_events

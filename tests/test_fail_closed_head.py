@@ -18,9 +18,9 @@ import pytest
 import redis.asyncio as aioredis
 from multidict import CIMultiDict
 
-from sidecar.headers import header_key
-from sidecar.keys import checksum
-from sidecar.keystore import KeyStore
+from sidecar.keys.format import checksum
+from sidecar.keys.store import KeyStore
+from sidecar.proxy.headers import header_key
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import raw_tls_exchange, wait_until
 from tests.keysupport import bearer, event_for, issue, keys_section

@@ -22,9 +22,9 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar.audit import cards
-from sidecar.audit.screen import screen_body
 from sidecar.errors import ForbiddenData, UninspectableBody
+from sidecar.guard import cards
+from sidecar.guard.screen import screen_body
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import wait_until
 from tests.keysupport import event_for

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from sidecar.config import Redis as RedisSettings
-from sidecar.embedded_redis import EmbeddedRedis
-from sidecar.invalidation import listen_for_invalidations
-from sidecar.keycache import KeyCache
-from sidecar.keystore import INVALIDATE_CHANNEL, KeyRecord
-from sidecar.redis_conn import create_pubsub_opener
+from sidecar.keys.cache import KeyCache
+from sidecar.keys.invalidation import listen_for_invalidations
+from sidecar.keys.records import KeyRecord
+from sidecar.keys.store import INVALIDATE_CHANNEL
+from sidecar.storage.client import create_pubsub_opener
+from sidecar.storage.embedded import EmbeddedRedis
 from tests.helpers import wait_until
 
 

@@ -19,9 +19,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from sidecar.config import Argon2
-from sidecar.embedded_redis import EmbeddedRedis
-from sidecar.keys import SecretHasher, parse_key
-from sidecar.keystore import KeyStore
+from sidecar.keys.format import SecretHasher, parse_key
+from sidecar.keys.store import KeyStore
+from sidecar.storage.embedded import EmbeddedRedis
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import wait_until, write_config
 from tests.keysupport import (

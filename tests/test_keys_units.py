@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar import keys as keys_module
 from sidecar.config import Argon2
 from sidecar.durations import describe, iso, parse_duration, parse_moment
-from sidecar.keycache import KeyCache
-from sidecar.keys import (
+from sidecar.keys import format as keys_module
+from sidecar.keys.cache import KeyCache
+from sidecar.keys.format import (
     BASE62,
     KEY_PATTERN,
     MalformedKey,
@@ -28,7 +28,8 @@ from sidecar.keys import (
     looks_like_key,
     parse_key,
 )
-from sidecar.keystore import KeyRecord, NewKey
+from sidecar.keys.records import KeyRecord
+from sidecar.keys.store import NewKey
 from tests.keysupport import FAST_ARGON2
 
 PREFIXES = st.from_regex(r"[a-z][a-z0-9]{0,15}", fullmatch=True)

@@ -14,8 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 import structlog
 
-from sidecar.keys import SecretHasher, generate_key
-from sidecar.keystore import KeyStore
+from sidecar.keys.format import SecretHasher, generate_key
+from sidecar.keys.store import KeyStore
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import wait_until
 from tests.keysupport import issue, keys_section, read_events

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from sidecar.keys import generate_key
+from sidecar.keys.format import generate_key
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import wait_until
 from tests.keysupport import FAST_KEYS, metric_value

@@ -8,8 +8,8 @@ import pytest
 
 from sidecar.config import Redis as RedisSettings
 from sidecar.config import load_settings
+from sidecar.config.redis_urls import SentinelUrl, check_redis_url, parse_sentinel_url, redacted_url
 from sidecar.errors import ConfigError
-from sidecar.redis_url import SentinelUrl, check_redis_url, parse_sentinel_url, redacted_url
 from tests.helpers import write_config
 
 

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 import trustme
 
-from sidecar.embedded_redis import EmbeddedRedis
+from sidecar.storage.embedded import EmbeddedRedis
 from tests.helpers import (
     free_port,
     run_cli,

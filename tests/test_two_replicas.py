@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from sidecar.embedded_redis import EmbeddedRedis
+from sidecar.storage.embedded import EmbeddedRedis
 from tests.helpers import free_port, sidecar_env, write_config
 from tests.keysupport import (
     FAST_KEYS,

@@ -1,4 +1,4 @@
-"""Plain and property tests of the pure modules: `sidecar.routes` and `sidecar.headers`."""
+"""Plain and property tests of the pure modules `sidecar.proxy.routes`, `.paths` and `.headers`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sidecar.config import Hsts, Route
-from sidecar.headers import (
+from sidecar.proxy.headers import (
     HOP_BY_HOP,
     IDENTITY_HEADERS,
     OVERRIDE_HEADERS,
@@ -24,8 +24,8 @@ from sidecar.headers import (
     request_id,
     response_headers_to_return,
 )
-from sidecar.paths import NonCanonicalPath, read_path
-from sidecar.routes import (
+from sidecar.proxy.paths import NonCanonicalPath, read_path
+from sidecar.proxy.routes import (
     UNMATCHED,
     RouteTable,
     compile_glob,

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from sidecar.embedded_redis import EmbeddedRedis
+from sidecar.storage.embedded import EmbeddedRedis
 from tests.helpers import SidecarProcess, free_port, serve_config, sidecar_env, wait_until
 from tests.test_shutdown import wait_ready
 from tests.upstream import UpstreamServer

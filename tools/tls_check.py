@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from sidecar.embedded_redis import EmbeddedRedis, free_port
+from sidecar.storage.embedded import EmbeddedRedis, free_port
 
 SSLYZE = Path(".venv-sslyze/bin/python")
 

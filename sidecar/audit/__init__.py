@@ -1,4 +1,6 @@
-"""The audit trail's pure parts: the data guard and route mapping, record building, encryption.
+"""The audit trail: records and events built, encrypted, written durably to Redis Streams.
 
-Nothing in this package does network I/O: the request path and the Redis writer call into it.
+May import: `sidecar.guard` (masking what a record holds), `sidecar.storage`, and the
+foundation. Never `sidecar.keys` or `sidecar.proxy`: the request path calls in, not the other
+way round.
 """

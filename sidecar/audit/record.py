@@ -15,11 +15,10 @@ from dataclasses import dataclass
 
 import orjson
 
-from sidecar.audit.cards import mask_cards
-from sidecar.audit.credentials import is_credential_name
-from sidecar.audit.guard import redact_bytes, redact_text
 from sidecar.errors import SidecarError
-from sidecar.headers import CREDENTIAL_HEADERS
+from sidecar.guard.cards import mask_cards
+from sidecar.guard.credentials import CREDENTIAL_HEADERS, is_credential_name
+from sidecar.guard.rules import redact_bytes, redact_text
 
 SCHEMA_VERSION = 1
 UTF8 = "utf-8"
@@ -264,7 +263,7 @@ class _Masking:
         """A multipart capture with each part masked as the guard would (both modes mask
         here); one the guard cannot frame (cut off by the capture limit) is left to the text
         scan that follows."""
-        from sidecar.audit.screen import screen_body  # screen imports guard, as this does
+        from sidecar.guard.screen import screen_body  # screen imports guard, as this does
 
         def redact(mode: str) -> str:
             return "off" if mode == "off" else "redact"

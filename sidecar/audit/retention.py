@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from redis.exceptions import RedisError
 
-from sidecar.redis_conn import RedisClient
+from sidecar.storage.client import RedisClient
 
 TRIM_EVERY_S = 3600.0
 

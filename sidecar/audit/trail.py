@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sidecar.audit.crypto import BodyCipher
+from sidecar.audit.events import timestamp
 from sidecar.audit.record import CapturedBody, build_record, dumps_record, recordable_headers
 from sidecar.audit.writer import DurableStreamWriter
 from sidecar.config import Settings
-from sidecar.events import timestamp
 from sidecar.metrics import Metrics
 
 RECORD_FIELD = "record"

@@ -21,7 +21,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from sidecar.audit.spool import Spool, SpooledRecord, SpoolFull
-from sidecar.redis_conn import RedisClient
+from sidecar.storage.client import RedisClient
 
 log = structlog.get_logger("sidecar.audit.writer")
 

@@ -11,7 +11,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from sidecar.embedded_redis import EmbeddedRedis
+from sidecar.storage.embedded import EmbeddedRedis
 
 
 @pytest.fixture

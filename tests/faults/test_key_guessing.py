@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import aiohttp
 import redis.asyncio as aioredis
 
-from sidecar.keys import generate_key
+from sidecar.keys.format import generate_key
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import wait_until
 from tests.keysupport import bearer, issue, metric_value, wait_for_invalidation_listeners

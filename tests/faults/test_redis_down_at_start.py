@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from sidecar.embedded_redis import EmbeddedRedis
-from sidecar.keys import generate_key
+from sidecar.keys.format import generate_key
+from sidecar.storage.embedded import EmbeddedRedis
 from tests.helpers import (
     SidecarProcess,
     free_port,

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
-from sidecar.embedded_redis import EmbeddedRedis
+from sidecar.storage.embedded import EmbeddedRedis
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import wait_until
 from tests.keysupport import bearer, issue, keys_section, metric_value

@@ -1,0 +1,228 @@
+"""`sidecar audit tail|query` and `sidecar events tail`: read the streams, decrypted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from sidecar.audit.crypto import BodyCipher
+from sidecar.audit.events import EVENT_FIELD
+from sidecar.audit.trail import RECORD_FIELD
+from sidecar.cli.terminal import json_line, printable
+from sidecar.config import Settings
+from sidecar.durations import describe, parse_duration
+from sidecar.errors import UsageError
+from sidecar.proxy.routes import compile_glob
+from sidecar.storage.client import RedisClient, create_redis, unreachable
+
+_PAGE = 500
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_STATUS = re.compile(r"([1-5])(xx|\d\d)")
+# SPEC §14: bounds on what the command line takes, so a typo is a usage error, not a
+# traceback (an overflow) or a Redis error reported as Redis being unreachable.
+MAX_SINCE = timedelta(days=3650)
+MAX_COUNT = 100_000
+_COUNT_HELP = f"how many of the most recent (1 to {MAX_COUNT}; default 20)"
+
+
+def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    audit = commands.add_parser("audit", parents=[common], help="read the audit trail")
+    actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tail = actions.add_parser("tail", parents=[common], help="the most recent records")
+    tail.add_argument("-n", type=int, default=20, dest="count", help=_COUNT_HELP)
+    tail.add_argument("--follow", action="store_true")
+    query = actions.add_parser("query", parents=[common], help="filter records")
+    query.add_argument(
+        "--since",
+        default="1h",
+        help=f"a duration back from now (1h, 7d), at most {describe(MAX_SINCE)}; default 1h",
+    )
+    query.add_argument("--key-name")
+    query.add_argument("--status", help="e.g. 4xx, 503")
+    query.add_argument("--path", help="a route glob, e.g. /v1/orders/**")
+    events = commands.add_parser("events", parents=[common], help="authentication events")
+    event_actions = events.add_subparsers(dest="action", required=True, metavar="ACTION")
+    event_tail = event_actions.add_parser("tail", parents=[common], help="the most recent events")
+    event_tail.add_argument("-n", type=int, default=20, dest="count", help=_COUNT_HELP)
+    event_tail.add_argument("--follow", action="store_true")
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    is_audit = args.command == "audit"
+    stream = settings.audit.stream if is_audit else settings.audit.events_stream
+    field = RECORD_FIELD if is_audit else EVENT_FIELD
+    cipher = None
+    if is_audit and settings.audit.encryption_key_file is not None:
+        cipher = BodyCipher.from_file(settings.audit.encryption_key_file)
+    render = _render_record if is_audit else _render_event
+    follow = args.action == "tail" and args.follow
+    stop = asyncio.Event()
+    redis = create_redis(settings.redis)
+    try:
+        if args.action == "query":
+            documents = _query(redis, stream, field, args)
+        else:
+            if not 1 <= args.count <= MAX_COUNT:
+                raise UsageError(f"-n: must be from 1 to {MAX_COUNT}")
+            # XREAD BLOCK must come back before the client's own timeout (redis.timeout_s)
+            # would end the wait as an error; an empty answer just means "nothing new yet".
+            block_ms = max(1, int(settings.redis.timeout_s * 1000) // 2)
+            if follow:
+                _stop_on_signals(stop)
+            documents = _tail(
+                redis, stream, field, args.count, follow=follow, block_ms=block_ms, stop=stop
+            )
+        count = 0
+        async for document in documents:
+            if cipher is not None:
+                try:
+                    document = cipher.decrypt_record(document)
+                except ValueError:
+                    # One tampered or foreign-key record must not hide the rest.
+                    document = {**document, "undecryptable": True}
+            line = json_line(document) if args.json else printable(render(document))
+            # Followed output goes out line by line, even into a pipe (`| jq`, `| grep`).
+            print(line, flush=follow)
+            count += 1
+        if count == 0 and not args.json:
+            print(f"(no entries in {stream})")
+        return 0
+    except (RedisError, OSError) as exc:
+        raise unreachable(settings.redis.url, exc) from None
+    finally:
+        if follow:
+            _restore_signals()
+        await redis.aclose()
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    """Ctrl-C (or SIGTERM) ends `--follow` cleanly: the loop sees `stop` between two reads.
+    Cancelling the task instead is not reliable: on Python 3.11 a cancel landing inside
+    redis-py's `wait_for` can be swallowed (gh-86296), and the command would go on."""
+    loop = asyncio.get_running_loop()
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+
+
+def _restore_signals() -> None:
+    loop = asyncio.get_running_loop()
+    for signum in _STOP_SIGNALS:
+        loop.remove_signal_handler(signum)
+
+
+async def _tail(
+    redis: RedisClient,
+    stream: str,
+    field: str,
+    count: int,
+    *,
+    follow: bool,
+    block_ms: int,
+    stop: asyncio.Event,
+) -> AsyncIterator[dict[str, Any]]:
+    entries: Any = await redis.xrevrange(stream, count=count)
+    # Not "$" for an empty stream: "$" means "after whatever is last when this XREAD runs",
+    # so an entry added between two XREADs would never be shown. The stream was empty just
+    # now, so everything in it from here on is new.
+    last_id = entries[0][0] if entries else b"0-0"
+    for _entry_id, fields in reversed(entries):
+        yield _decode(fields, field)
+    while follow and not stop.is_set():
+        response: Any = await redis.xread({stream: last_id}, block=block_ms, count=_PAGE)
+        for _stream, stream_entries in response:
+            for entry_id, fields in stream_entries:
+                last_id = entry_id
+                yield _decode(fields, field)
+
+
+async def _query(
+    redis: RedisClient, stream: str, field: str, args: argparse.Namespace
+) -> AsyncIterator[dict[str, Any]]:
+    matches = _filter(args)
+    try:
+        since = parse_duration(args.since, at_most=MAX_SINCE)
+    except ValueError as exc:
+        raise UsageError(f"--since: {exc}") from None
+    start = f"{int((time.time() - since.total_seconds()) * 1000)}-0"
+    while True:
+        entries: Any = await redis.xrange(stream, min=start, count=_PAGE)
+        for _entry_id, fields in entries:
+            document = _decode(fields, field)
+            if matches(document):
+                yield document
+        if len(entries) < _PAGE:
+            return
+        start = "(" + entries[-1][0].decode()
+
+
+def _filter(args: argparse.Namespace) -> Callable[[dict[str, Any]], bool]:
+    status_match: Callable[[int], bool] = lambda _status: True  # noqa: E731
+    if args.status is not None:
+        shape = _STATUS.fullmatch(args.status.lower())
+        if shape is None:
+            raise UsageError("--status: use a code (404) or a class (4xx)")
+        if shape.group(2) == "xx":
+            status_class = int(shape.group(1))
+            status_match = lambda status: status // 100 == status_class  # noqa: E731
+        else:
+            code = int(args.status)
+            status_match = lambda status: status == code  # noqa: E731
+    path_pattern = compile_glob(args.path) if args.path else None
+
+    def matches(document: dict[str, Any]) -> bool:
+        if args.key_name is not None and document.get("key_name") != args.key_name:
+            return False
+        if not status_match(int(document.get("response", {}).get("status", 0))):
+            return False
+        return path_pattern is None or bool(path_pattern.match(str(document.get("path", ""))))
+
+    return matches
+
+
+def _decode(fields: dict[bytes, bytes], field: str) -> dict[str, Any]:
+    raw = fields.get(field.encode())
+    if raw is None:
+        return {"unreadable": True}
+    document: dict[str, Any] = json.loads(raw)
+    return document
+
+
+def _render_record(record: dict[str, Any]) -> str:
+    response = record.get("response", {})
+    path = record.get("path", "")
+    if record.get("query"):
+        path += "?" + record["query"]
+    return "  ".join(
+        [
+            str(record.get("ts", "")),
+            str(response.get("status", "")),
+            f"{record.get('method', ''):<6}",
+            path,
+            f"key={record.get('key_name') or '-'}",
+            f"{record.get('duration_ms', '')}ms",
+            f"id={record.get('request_id', '')}",
+        ]
+    )
+
+
+def _render_event(event: dict[str, Any]) -> str:
+    return "  ".join(
+        [
+            str(event.get("ts", "")),
+            f"{event.get('event', ''):<17}",
+            f"{event.get('method', ''):<6}",
+            str(event.get("path", "")),
+            f"client={event.get('client_ip', '')}",
+            f"key={event.get('key_name') or event.get('key_id') or '-'}",
+            str(event.get("detail", "")),
+        ]
+    )

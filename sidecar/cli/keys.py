@@ -1,0 +1,224 @@
+"""`sidecar keys …`: issue, list, rotate, revoke and delete keys. A key is printed only by
+`create` and `rotate`, once, and nowhere else."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import time
+from datetime import timedelta
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from sidecar.cli.terminal import json_line, printable
+from sidecar.config import Settings
+from sidecar.durations import describe as describe_span
+from sidecar.durations import iso, parse_duration, parse_moment
+from sidecar.errors import UsageError
+from sidecar.keys.format import SecretHasher, check_name, check_scope
+from sidecar.keys.records import KeyRecord
+from sidecar.keys.store import KeyStore, NewKey
+from sidecar.storage.client import create_redis, unreachable
+
+# SPEC §14: bounds on the times the command line takes, so a typo (99999999999d) is a usage
+# error instead of an overflow, and no key is issued for centuries.
+MAX_EXPIRES = timedelta(days=3650)
+MAX_GRACE = timedelta(days=365)
+
+
+def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    keys = commands.add_parser("keys", parents=[common], help="manage API keys")
+    actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", parents=[common], help="issue a key (shown once)")
+    create.add_argument("--name", required=True, help=f"the key's name: {_NAME_HELP}")
+    create.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        dest="scopes",
+        help="resource:action, resource:* or * (repeat for more)",
+    )
+    create.add_argument(
+        "--expires",
+        help="an ISO 8601 time or a duration such as 30d: later than now and at most "
+        f"{describe_span(MAX_EXPIRES)} ahead (default: never)",
+    )
+    create.add_argument("--service", help=f"the service the key is for: {_NAME_HELP}")
+    create.add_argument("--allow-ip", action="append", default=[], metavar="CIDR")
+    actions.add_parser("list", parents=[common], help="metadata and status of every key")
+    rotate = actions.add_parser("rotate", parents=[common], help="issue a successor (shown once)")
+    rotate.add_argument("name")
+    rotate.add_argument(
+        "--grace",
+        default="24h",
+        help="how long the old key keeps working, at most "
+        f"{describe_span(MAX_GRACE)}; earlier keys of the name end no later than it, "
+        "so 0 ends every earlier key at once (default: 24h)",
+    )
+    for action in ("revoke", "delete"):
+        actions.add_parser(action, parents=[common]).add_argument("name")
+
+
+_NAME_HELP = "1-64 letters, digits, '.', '_', ':' or '-'"
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    # Every value is checked before Redis is touched: a bad one is exit 2 and changes nothing.
+    if args.action != "list":
+        _value(check_name, args.name, "--name" if args.action == "create" else "NAME")
+    if args.action == "create":
+        expires_at = _check_create(args)
+    if args.action == "rotate":
+        grace = _value(_parse_grace, args.grace, "--grace")
+    redis = create_redis(settings.redis)
+    store = KeyStore(redis)
+    try:
+        if args.action == "create":
+            return _show_new(args, await _create(args, settings, store, expires_at), "created")
+        if args.action == "rotate":
+            new = await store.rotate(
+                args.name,
+                grace_s=grace.total_seconds(),
+                prefix=settings.keys.prefix,
+                hasher=SecretHasher(settings.keys.argon2),
+            )
+            ends = "now" if not grace else f"after {args.grace.strip()}"
+            return _show_new(args, new, f"rotated (earlier keys of it end {ends})")
+        if args.action == "list":
+            return _list(args, settings, await store.records())
+        ids = await (store.revoke if args.action == "revoke" else store.delete)(args.name)
+        _say(args, {"name": args.name, args.action + "d": ids}, f"{args.action}d {args.name}")
+        return 0
+    except (RedisError, OSError) as exc:
+        raise unreachable(settings.redis.url, exc) from None
+    finally:
+        await redis.aclose()
+
+
+def _parse_grace(text: str) -> timedelta:
+    return parse_duration(text, at_most=MAX_GRACE)
+
+
+def _parse_expires(text: str) -> float:
+    return parse_moment(text, at_most=MAX_EXPIRES).timestamp()
+
+
+def _check_create(args: argparse.Namespace) -> float | None:
+    """The checks of `keys create`'s options; the key's end (Unix seconds) or None."""
+    for scope in args.scopes:
+        _value(check_scope, scope, "--scope")
+    if args.service is not None:
+        _value(check_name, args.service, "--service")
+    for cidr in args.allow_ip:
+        _value(lambda text: ipaddress.ip_network(text, strict=False), cidr, "--allow-ip")
+    if args.expires is None:
+        return None
+    expires_at: float = _value(_parse_expires, args.expires, "--expires")
+    return expires_at
+
+
+async def _create(
+    args: argparse.Namespace, settings: Settings, store: KeyStore, expires_at: float | None
+) -> NewKey:
+    return await store.create(
+        name=args.name,
+        scopes=args.scopes,
+        prefix=settings.keys.prefix,
+        environment=settings.keys.environment,
+        hasher=SecretHasher(settings.keys.argon2),
+        expires_at=expires_at,
+        service=args.service,
+        allow_ips=args.allow_ip,
+    )
+
+
+def _value(parse: Any, text: str, option: str) -> Any:
+    try:
+        return parse(text)
+    except ValueError as exc:
+        # One line, whatever the parser said (ipaddress quotes the value it was given).
+        raise UsageError(f"{option}: {printable(str(exc))}") from None
+
+
+def _show_new(args: argparse.Namespace, new: NewKey, verb: str) -> int:
+    record = new.record
+    if args.json:
+        print(
+            json_line(
+                {
+                    "name": record.name,
+                    "id": record.key_id,
+                    "key": new.key,
+                    "scopes": list(record.scopes),
+                    "environment": record.environment,
+                    "expires_at": iso(record.expires_at),
+                }
+            )
+        )
+        return 0
+    print(
+        printable(
+            f"Key {record.name!r} {verb}: id {record.key_id}, scopes {' '.join(record.scopes)}, "
+            f"environment {record.environment}, expires {iso(record.expires_at) or 'never'}."
+        )
+    )
+    print("This is the only time the key is shown. Store it in a secret manager now:\n")
+    print(f"    {new.key}\n")
+    return 0
+
+
+def describe(record: KeyRecord, settings: Settings, now: float) -> dict[str, object]:
+    """A key's metadata for `keys list`: never its hash, never the key."""
+    return {
+        "name": record.name,
+        "id": record.key_id,
+        "status": record.status(now),
+        "scopes": list(record.scopes),
+        "environment": record.environment,
+        "service": record.service,
+        "created_at": iso(record.created_at),
+        "expires_at": iso(record.expires_at),
+        "last_used_at": iso(record.last_used_at),
+        "rotated_from": record.rotated_from,
+        "rotated_to": record.rotated_to,
+        "rotation_due": record.rotation_due(now, settings.keys.max_age_days),
+        "exposed": record.exposed,
+        "allow_ips": list(record.allow_ips),
+    }
+
+
+def _list(args: argparse.Namespace, settings: Settings, records: list[KeyRecord]) -> int:
+    now = time.time()
+    rows = [describe(record, settings, now) for record in records]
+    if args.json:
+        print(json_line(rows))
+        return 0
+    if not rows:
+        print("no keys yet: sidecar keys create --name NAME --scope SCOPE")
+        return 0
+    columns = ("name", "id", "status", "scopes", "expires_at", "last_used_at", "flags")
+    table = [
+        [
+            printable(cell)
+            for cell in (
+                str(row["name"]),
+                str(row["id"]),
+                str(row["status"]),
+                " ".join(row["scopes"]),  # type: ignore[arg-type]
+                str(row["expires_at"] or "-"),
+                str(row["last_used_at"] or "-"),
+                ",".join(flag for flag in ("rotation_due", "exposed") if row[flag]) or "-",
+            )
+        ]
+        for row in rows
+    ]
+    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(columns)]
+    print("  ".join(h.upper().ljust(w) for h, w in zip(columns, widths, strict=True)))
+    for line in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+    return 0
+
+
+def _say(args: argparse.Namespace, data: dict[str, object], text: str) -> None:
+    print(json_line(data) if args.json else printable(text))

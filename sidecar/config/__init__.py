@@ -1,0 +1,69 @@
+"""Configuration: the typed, frozen settings (`settings`), how they are loaded from YAML and
+the environment (`load`), and the Redis URL forms they accept (`redis_urls`).
+
+Part of the foundation: imports nothing of sidecar's but `sidecar.errors`.
+"""
+
+from sidecar.config.load import (
+    LoadedConfig,
+    config_named,
+    config_path,
+    load_config,
+    load_settings,
+)
+from sidecar.config.settings import (
+    CONFIG_ENV,
+    ENV_DELIMITER,
+    ENV_PREFIX,
+    SCOPE_SHAPE,
+    Argon2,
+    Audit,
+    DataGuard,
+    GuardMode,
+    Health,
+    Hsts,
+    Keys,
+    Limits,
+    Listen,
+    Log,
+    Rate,
+    RateLimits,
+    Redis,
+    Route,
+    RouteMap,
+    Settings,
+    Shutdown,
+    Tls,
+    Upstream,
+)
+
+__all__ = [
+    "CONFIG_ENV",
+    "ENV_DELIMITER",
+    "ENV_PREFIX",
+    "SCOPE_SHAPE",
+    "Argon2",
+    "Audit",
+    "DataGuard",
+    "GuardMode",
+    "Health",
+    "Hsts",
+    "Keys",
+    "Limits",
+    "Listen",
+    "LoadedConfig",
+    "Log",
+    "Rate",
+    "RateLimits",
+    "Redis",
+    "Route",
+    "RouteMap",
+    "Settings",
+    "Shutdown",
+    "Tls",
+    "Upstream",
+    "config_named",
+    "config_path",
+    "load_config",
+    "load_settings",
+]

@@ -1,0 +1,325 @@
+"""The typed, frozen settings: one model per section, validated field by field.
+
+Built only by `sidecar.config.load`; everything else receives a `Settings` and never reads
+the environment or the file itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from yarl import URL
+
+from sidecar.config.redis_urls import check_redis_url
+
+ENV_PREFIX = "SIDECAR_"
+ENV_DELIMITER = "__"
+CONFIG_ENV = "SIDECAR_CONFIG"
+DEFAULT_CONFIG_PATH = Path("sidecar.yaml")
+
+# A scope (SPEC §14): `resource:action`, `resource:*` or `*`, at most 64 characters of
+# [A-Za-z0-9._:-*]. Anchored with `\Z`, not `$`: `$` also matches before a trailing newline,
+# and `.match` would let `orders:read\n` through.
+SCOPE_SHAPE = re.compile(r"(?=.{1,64}\Z)(?:\*|[A-Za-z0-9._-]+:(?:\*|[A-Za-z0-9._-]+))\Z")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 9110 token: header and method names
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_ip(value: str) -> str:
+    ipaddress.ip_address(value)  # raises ValueError with a readable message
+    return value
+
+
+class Listen(_Section):
+    address: str = "0.0.0.0"
+    port: int = Field(8443, ge=0, le=65535)  # 0: any free port (tests, demo)
+
+    _address = field_validator("address")(_check_ip)
+
+
+class Tls(_Section):
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
+    @field_validator("min_version", mode="before")
+    @classmethod
+    def _unquoted_number(cls, value: Any) -> Any:
+        # `min_version: 1.2` in YAML is a float; accept it as the operator meant it.
+        return (
+            str(value) if isinstance(value, float | int) and not isinstance(value, bool) else value
+        )
+
+
+class Hsts(_Section):
+    max_age: NonNegativeInt = 31536000
+    include_subdomains: bool = True
+    preload: bool = False
+
+    @model_validator(mode="after")
+    def _preload_rules(self) -> Hsts:
+        # Browsers' preload lists reject a header that asks for preload without these.
+        if self.preload and (self.max_age < 31536000 or not self.include_subdomains):
+            raise ValueError("preload needs max_age >= 31536000 and include_subdomains: true")
+        return self
+
+
+class Health(_Section):
+    address: str = "0.0.0.0"
+    port: int = Field(8081, ge=0, le=65535)
+
+    _address = field_validator("address")(_check_ip)
+
+
+class Upstream(_Section):
+    url: str | None = None
+    connect_timeout_s: PositiveFloat = 5
+    timeout_s: PositiveFloat = 60
+    max_connections: PositiveInt = 100
+    ca_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = URL(value)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if url.query_string or url.fragment:
+            raise ValueError("must not carry a query or fragment")
+        return value
+
+
+class Redis(_Section):
+    """One server, a Sentinel-managed master or a cluster: the URL forms are in `redis_url`."""
+
+    cluster: bool = False  # before `url`, whose check depends on it
+    url: str = "redis://127.0.0.1:6379/0"
+    timeout_s: PositiveFloat = 0.5
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str, info: ValidationInfo) -> str:
+        cluster = bool(info.data.get("cluster", False))
+        try:
+            check_redis_url(value, cluster=cluster)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (redis.cluster is true)" if cluster else str(exc)) from None
+        return value
+
+
+class Argon2(_Section):
+    time_cost: int = Field(2, ge=1, le=20)
+    memory_cost: int = Field(19456, ge=8, le=4 * 1024 * 1024)
+    parallelism: int = Field(1, ge=1, le=16)
+
+
+class Keys(_Section):
+    prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{0,15}$")] = "sk"
+    environment: Annotated[str, Field(pattern=r"^[a-z0-9]{1,16}$")] = "live"
+    header: str | None = None
+    cache_ttl_s: PositiveFloat = 30
+    stale_if_error_s: NonNegativeFloat = 300
+    max_age_days: PositiveInt = 365
+    argon2: Argon2 = Argon2()
+
+    @field_validator("header")
+    @classmethod
+    def _header_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _TOKEN.match(value):
+            raise ValueError("must be an HTTP header name")
+        if value.lower() in ("authorization", "host", "cookie", "connection"):
+            raise ValueError(f"{value!r} cannot carry the API key")
+        return value.lower()
+
+
+class RouteMap(_Section):
+    drop: list[str] = []
+    rename: dict[str, str] = {}
+
+    @field_validator("drop")
+    @classmethod
+    def _pointers(cls, value: list[str]) -> list[str]:
+        for pointer in value:
+            _check_pointer(pointer)
+        return value
+
+    @field_validator("rename")
+    @classmethod
+    def _pointer_pairs(cls, value: dict[str, str]) -> dict[str, str]:
+        for source, target in value.items():
+            _check_pointer(source)
+            _check_pointer(target)
+        return value
+
+
+def _check_pointer(pointer: str) -> None:
+    if not pointer.startswith("/"):
+        raise ValueError(f"{pointer!r} is not a JSON Pointer (RFC 6901): it must start with '/'")
+
+
+class Route(_Section):
+    path: str
+    methods: list[str] | None = None  # None: every method
+    scopes: list[str] = []
+    public: bool = False
+    map: RouteMap | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _glob(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        for segment in value.split("/")[1:]:
+            if "**" in segment and segment != "**":
+                raise ValueError("'**' must be a whole segment")
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("must list at least one method (omit it to allow every method)")
+        for method in value:
+            if not _TOKEN.match(method):
+                raise ValueError(f"{method!r} is not an HTTP method")
+        return [method.upper() for method in value]
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: list[str]) -> list[str]:
+        for scope in value:
+            if not SCOPE_SHAPE.match(scope):
+                raise ValueError(f"{scope!r} is not a scope: use resource:action, resource:* or *")
+        return value
+
+    @model_validator(mode="after")
+    def _public_has_no_scopes(self) -> Route:
+        if self.public and self.scopes:
+            raise ValueError("a public route takes no scopes: nobody presents a key to it")
+        return self
+
+
+class Rate(_Section):
+    requests: PositiveInt
+    per_seconds: PositiveFloat
+
+
+class RateLimits(_Section):
+    per_key: Rate | None = None
+    failed_auth_per_ip: Rate | None = Rate(requests=20, per_seconds=60)
+    # Requests that need no key (public routes, and those no route matches) still cost an
+    # audit record or an event: bounded per client address so nobody can fill Redis for free.
+    unauthenticated_per_ip: Rate | None = Rate(requests=300, per_seconds=10)
+
+
+GuardMode = Literal["redact", "reject", "off"]
+
+
+class DataGuard(_Section):
+    card_numbers: GuardMode = "redact"
+    credentials: GuardMode = "redact"
+    # Inspecting means holding the whole body: textual bodies above this are refused (413)
+    # rather than forwarded unchecked. Binary bodies are never inspected.
+    max_inspect_bytes: PositiveInt = 1048576
+
+    @property
+    def active(self) -> bool:
+        return self.card_numbers != "off" or self.credentials != "off"
+
+
+class Audit(_Section):
+    stream: Annotated[str, Field(min_length=1)] = "sidecar:audit"
+    events_stream: Annotated[str, Field(min_length=1)] = "sidecar:auth-events"
+    retention_days: PositiveInt = 90
+    max_body_bytes: NonNegativeInt = 65536
+    spool_dir: Path = Path("spool")
+    spool_max_bytes: PositiveInt = 1073741824
+    encryption_key_file: Path | None = None
+
+
+class Limits(_Section):
+    max_body_bytes: PositiveInt = 10485760
+    max_header_bytes: int = Field(16384, ge=1024, le=1048576)
+    header_timeout_s: PositiveFloat = 10
+    keepalive_s: PositiveFloat = 75
+    max_connections: PositiveInt = 10000
+    # SPEC §14: the longest wait for the next byte of a request body (408, then close).
+    body_timeout_s: PositiveFloat = 30
+    # SPEC §14: CGI/WSGI upstreams read `X_Foo` as `X-Foo`; nginx and Envoy drop such names.
+    headers_with_underscores: Literal["drop", "reject", "allow"] = "drop"
+
+
+class Shutdown(_Section):
+    drain_s: NonNegativeFloat = 5
+    grace_s: NonNegativeFloat = 25
+
+
+class Log(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class Settings(BaseSettings):
+    """Everything `sidecar` is configured with; built only by `load_settings`."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        case_sensitive=False,
+    )
+
+    listen: Listen = Listen()
+    tls: Tls = Tls()
+    hsts: Hsts = Hsts()
+    health: Health = Health()
+    upstream: Upstream = Upstream()
+    redis: Redis = Redis()
+    keys: Keys = Keys()
+    routes: list[Route] = []
+    default_route: Literal["deny", "authenticated"] = "deny"
+    rate_limits: RateLimits = RateLimits()
+    data_guard: DataGuard = DataGuard()
+    audit: Audit = Audit()
+    limits: Limits = Limits()
+    trusted_proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    shutdown: Shutdown = Shutdown()
+    log: Log = Log()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML document arrives as init kwargs; the environment wins over it.
+        return env_settings, init_settings

@@ -1,0 +1,339 @@
+"""A presented key → a `Principal`, or the `AuthenticationFailed` that explains why not.
+
+Order matters for cost and for what a guesser can learn: shape and checksum first (no I/O),
+then the environment in the key, then the in-process cache (no I/O), then Redis and argon2
+(in a bounded thread pool). Status, expiry and the network allowlist are checked on every
+request, cached or not, and only after the secret is proven, so a wrong secret never learns
+whether a key is revoked or expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from redis.exceptions import RedisError
+
+from sidecar.config import Keys, RateLimits
+from sidecar.errors import AuthenticationFailed, MissingKey, RateLimited, Unavailable
+from sidecar.keys.cache import CacheHit, KeyCache
+from sidecar.keys.format import MalformedKey, SecretHasher, parse_key
+from sidecar.keys.records import KeyRecord
+from sidecar.keys.store import KeyStore
+from sidecar.metrics import Metrics
+from sidecar.storage.ratelimit import RateLimiter, Window
+
+log = structlog.get_logger("sidecar.auth")
+
+SUNSET_NOTICE_S = 7 * 86400
+LAST_USED_EVERY_S = 60.0
+_UNKNOWN = "unknown or invalid API key"  # one answer for both: no enumeration of key ids
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated key, as the rest of the request path sees it."""
+
+    key_id: str
+    name: str
+    scopes: tuple[str, ...]
+    sunset: datetime | None  # when the key stops working, if that is soon or scheduled
+
+
+class RateLimitExceeded(RateLimited):
+    def __init__(self, detail: str, window: Window) -> None:
+        super().__init__(detail, retry_after=window.retry_after)
+        self.window = window
+
+
+class Authenticator:
+    def __init__(
+        self,
+        keys: Keys,
+        rate_limits: RateLimits,
+        *,
+        store: KeyStore,
+        limiters: dict[str, RateLimiter],
+        metrics: Metrics,
+        argon2_workers: int = 2,
+        argon2_queue: int = 64,
+    ) -> None:
+        self._prefix = keys.prefix
+        self._environment = keys.environment
+        self._store = store
+        self._metrics = metrics
+        self.cache = KeyCache(keys.cache_ttl_s, keys.stale_if_error_s)
+        self._hasher = SecretHasher(keys.argon2)
+        # Verified against when a key id is unknown, so that costs what a wrong secret costs.
+        self._decoy_hash = self._hasher.hash(secrets.token_urlsafe(32))
+        self._in_flight: dict[tuple[str, bytes], asyncio.Task[KeyRecord]] = {}
+        self._pool = ThreadPoolExecutor(argon2_workers, thread_name_prefix="argon2")
+        self._slots = asyncio.Semaphore(argon2_workers)
+        self._queue_limit = argon2_queue
+        self._waiting = 0
+        self._per_key = limiters.get("key")
+        self._failed_per_ip = limiters.get("failed_auth_ip")
+        self._unauthenticated_per_ip = limiters.get("unauthenticated_ip")
+        self._last_touch: dict[str, float] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def authenticate(self, presented: str | None, client_ip: str) -> Principal:
+        if presented is None:
+            raise MissingKey()
+        try:
+            parsed = parse_key(presented, self._prefix)
+        except MalformedKey as exc:
+            raise AuthenticationFailed(str(exc), event="malformed_key") from None
+        if parsed.environment != self._environment:
+            raise AuthenticationFailed(
+                f"the key is for environment {parsed.environment!r}, this sidecar serves "
+                f"{self._environment!r}",
+                event="wrong_environment",
+                key_id=parsed.key_id,
+            )
+        digest = hashlib.sha256(presented.encode()).digest()
+        hit = self.cache.get(parsed.key_id, digest)
+        if hit is not None and hit.fresh:
+            self._metrics.key_cache.labels("hit").inc()
+            record = hit.record
+        else:
+            self._metrics.key_cache.labels("miss").inc()
+            record = await self._verify(parsed.key_id, parsed.secret, digest, client_ip, hit)
+        now = time.time()
+        self._check_status(record, now, client_ip)
+        self._note_use(record.key_id, now)
+        return Principal(
+            key_id=record.key_id,
+            name=record.name,
+            scopes=record.scopes,
+            sunset=_sunset(record, now),
+        )
+
+    async def _verify(
+        self, key_id: str, secret: str, digest: bytes, client_ip: str, stale: CacheHit | None
+    ) -> KeyRecord:
+        # This very key string was verified against this hash before (the digest matched a
+        # cache entry): if the stored hash is unchanged, argon2 would only say yes again.
+        proven = stale.record.hash if stale is not None else None
+        try:
+            return await self._verify_once(key_id, secret, digest, client_ip, proven)
+        except (RedisError, OSError):
+            self._metrics.redis_errors.inc()
+            if stale is not None:
+                # Redis is down and this key was verified within stale_if_error_s: serve it.
+                return stale.record
+            raise Unavailable(
+                "the key store is unreachable and this key is not cached", retry_after=1
+            ) from None
+
+    async def _verify_once(
+        self, key_id: str, secret: str, digest: bytes, client_ip: str, proven: str | None
+    ) -> KeyRecord:
+        """Concurrent requests with the same uncached key share one look-up and one argon2
+        run: a cold burst must not cost argon2 once per request (SPEC §4: once per key)."""
+        flight_key = (key_id, digest)
+        flight = self._in_flight.get(flight_key)
+        if flight is None:
+            hit = self.cache.get(key_id, digest)
+            if hit is not None and hit.fresh:
+                return hit.record  # verified by another request while this one awaited Redis
+            flight = asyncio.create_task(self._look_up(key_id, secret, digest, client_ip, proven))
+            self._in_flight[flight_key] = flight
+            flight.add_done_callback(lambda done: self._landed(flight_key, done))
+        # Shielded: a client that goes away must not cancel the verification others await.
+        return await asyncio.shield(flight)
+
+    def _landed(self, flight_key: tuple[str, bytes], flight: asyncio.Task[KeyRecord]) -> None:
+        if self._in_flight.get(flight_key) is flight:
+            del self._in_flight[flight_key]
+        if not flight.cancelled():
+            flight.exception()  # retrieved here: every waiter may have gone away meanwhile
+
+    async def _look_up(
+        self, key_id: str, secret: str, digest: bytes, client_ip: str, proven: str | None
+    ) -> KeyRecord:
+        record = await self._store.fetch(key_id)
+        if record is None:
+            # As slow as a wrong secret: the clock must not tell a guesser which ids exist.
+            await self._count_attempt(client_ip)
+            await self._argon2(self._decoy_hash, secret)
+            raise AuthenticationFailed(_UNKNOWN, event="unknown_key", key_id=key_id)
+        if proven is None or not hmac.compare_digest(proven, record.hash):
+            await self._count_attempt(client_ip)
+            if not await self._argon2(record.hash, secret):
+                raise AuthenticationFailed(_UNKNOWN, event="invalid_secret", key_id=key_id)
+            await self._refund_attempt(client_ip)
+        if record.environment != self._environment:
+            raise AuthenticationFailed(
+                "the key belongs to another environment",
+                event="wrong_environment",
+                key_id=key_id,
+                key_name=record.name,
+            )
+        self.cache.put(key_id, digest, record)
+        if self._hasher.needs_rehash(record.hash):
+            self._spawn(self._rehash(key_id, secret))
+        return record
+
+    async def _argon2(self, stored_hash: str, secret: str) -> bool:
+        """argon2 off the event loop; a bounded queue turns a flood into 503s, not latency."""
+        if self._waiting >= self._queue_limit:
+            raise Unavailable("too many key verifications in progress", retry_after=1)
+        self._waiting += 1
+        try:
+            async with self._slots:
+                loop = asyncio.get_running_loop()
+                self._metrics.argon2_verifications.inc()
+                return await loop.run_in_executor(
+                    self._pool, self._hasher.verify, stored_hash, secret
+                )
+        finally:
+            self._waiting -= 1
+
+    def _check_status(self, record: KeyRecord, now: float, client_ip: str) -> None:
+        status = record.status(now)
+        if status == "revoked":
+            raise self._failed("the key has been revoked", "revoked_key", record)
+        if status == "expired":
+            raise self._failed("key expired", "expired_key", record)
+        if record.allow_ips and not _ip_allowed(client_ip, record.allow_ips):
+            raise self._failed("the key is not allowed from this address", "ip_not_allowed", record)
+
+    @staticmethod
+    def _failed(detail: str, event: str, record: KeyRecord) -> AuthenticationFailed:
+        return AuthenticationFailed(detail, event=event, key_id=record.key_id, key_name=record.name)
+
+    async def check_rate(self, principal: Principal) -> Window | None:
+        """Count one request against the key's shared limit; raise when it is exceeded.
+
+        Fails open when Redis cannot be asked: a rate limit is not worth an outage, and keys
+        keep being checked from the cache meanwhile.
+        """
+        if self._per_key is None:
+            return None
+        try:
+            window = await self._per_key.hit(principal.key_id)
+        except (RedisError, OSError):
+            self._metrics.redis_errors.inc()
+            return None
+        if window.exceeded:
+            raise RateLimitExceeded("the key's rate limit is exceeded", window)
+        return window
+
+    async def check_unauthenticated(self, client_ip: str) -> None:
+        """`rate_limits.unauthenticated_per_ip`: one request that needs no key (a public route,
+        or no route). Only the first refusal of a window is an event: the events stream must
+        not grow at the flood's rate either. Fails open while Redis cannot be asked."""
+        if self._unauthenticated_per_ip is None:
+            return
+        try:
+            window = await self._unauthenticated_per_ip.hit(client_ip)
+        except (RedisError, OSError):
+            self._metrics.redis_errors.inc()
+            return
+        if window.exceeded:
+            refusal = RateLimitExceeded("too many requests from this address", window)
+            if window.count > window.limit + 1:
+                refusal.event = None
+            raise refusal
+
+    async def _count_attempt(self, client_ip: str) -> None:
+        """`rate_limits.failed_auth_per_ip`, counted before each argon2 run a client address
+        causes and given back when the key proves valid. Counting first (not after the
+        failure) means a flood cannot outrun its own counter, and the refusal costs no argon2."""
+        if self._failed_per_ip is None:
+            return
+        window = await self._failed_per_ip.hit(client_ip)
+        if window.exceeded:
+            raise RateLimitExceeded("too many failed authentications from this address", window)
+
+    async def _refund_attempt(self, client_ip: str) -> None:
+        if self._failed_per_ip is None:
+            return
+        try:
+            await self._failed_per_ip.refund(client_ip)
+        except (RedisError, OSError):
+            self._metrics.redis_errors.inc()
+
+    def _note_use(self, key_id: str, now: float) -> None:
+        """`last_used_at`, written at most once a minute per key and never on the request path."""
+        last = self._last_touch.get(key_id)
+        if last is not None and now - last < LAST_USED_EVERY_S:
+            return
+        self._last_touch[key_id] = now
+        if len(self._last_touch) > 100_000:  # bounded: forget the oldest half
+            for stale_id in list(self._last_touch)[:50_000]:
+                del self._last_touch[stale_id]
+        self._spawn(self._touch(key_id, now))
+
+    async def _touch(self, key_id: str, now: float) -> None:
+        try:
+            await self._store.touch(key_id, now)
+        except (RedisError, OSError):
+            self._metrics.redis_errors.inc()
+            self._last_touch.pop(key_id, None)  # try again on the next use
+
+    async def _rehash(self, key_id: str, secret: str) -> None:
+        loop = asyncio.get_running_loop()
+        new_hash = await loop.run_in_executor(self._pool, self._hasher.hash, secret)
+        try:
+            await self._store.replace_hash(key_id, new_hash)
+        except (RedisError, OSError):
+            self._metrics.redis_errors.inc()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def flag_exposed(self, presented: str, client_ip: str) -> str | None:
+        """A key-shaped string found where keys must not be (a URL, another header): flag the
+        key `exposed` only when its secret verifies, so nobody can flag a victim's key with a
+        made-up secret; return its id then, else None. The attempt counts against
+        `failed_auth_per_ip` like any other (SPEC §14)."""
+        try:
+            parsed = parse_key(presented, self._prefix)
+        except MalformedKey:
+            return None
+        if parsed.environment != self._environment:
+            return None
+        digest = hashlib.sha256(presented.encode()).digest()
+        hit = self.cache.get(parsed.key_id, digest)
+        try:
+            if hit is None or not hit.fresh:
+                await self._verify(parsed.key_id, parsed.secret, digest, client_ip, hit)
+            await self._store.mark_exposed(parsed.key_id)
+        except (AuthenticationFailed, RateLimited, Unavailable):
+            return None  # a wrong secret, an unknown id, over the limit, Redis away
+        except (RedisError, OSError):
+            self._metrics.redis_errors.inc()
+        return parsed.key_id
+
+
+def _ip_allowed(client_ip: str, networks: tuple[str, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(network, strict=False) for network in networks)
+
+
+def _sunset(record: KeyRecord, now: float) -> datetime | None:
+    if record.expires_at is None:
+        return None
+    if record.rotated_to is not None or record.expires_at - now <= SUNSET_NOTICE_S:
+        return datetime.fromtimestamp(record.expires_at, UTC)
+    return None

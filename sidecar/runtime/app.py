@@ -1,0 +1,309 @@
+"""The wiring: the one place that knows every part and puts them together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from sidecar.audit.crypto import BodyCipher
+from sidecar.audit.events import EVENT_FIELD, EventLog
+from sidecar.audit.retention import keep_trimmed
+from sidecar.audit.spool import Spool, SpoolBudget
+from sidecar.audit.trail import RECORD_FIELD, AuditTrail
+from sidecar.audit.writer import DurableStreamWriter, WriterHooks
+from sidecar.config import Settings
+from sidecar.keys.authenticator import Authenticator
+from sidecar.keys.invalidation import listen_for_invalidations
+from sidecar.keys.store import KeyStore
+from sidecar.metrics import Metrics
+from sidecar.proxy.headers import hsts_value
+from sidecar.proxy.pipeline import Lifecycle, Pipeline
+from sidecar.proxy.routes import RouteTable
+from sidecar.proxy.upstream import UpstreamClient, create_upstream_session
+from sidecar.runtime.cpus import available_cpus
+from sidecar.runtime.health import ReadinessCheck, create_health_app
+from sidecar.runtime.tls import Certificate
+from sidecar.storage.client import RedisClient, create_pubsub_opener, create_redis
+from sidecar.storage.ratelimit import RateLimiter
+
+log = structlog.get_logger("sidecar.app")
+
+ROTATION_SCAN_EVERY_S = 300.0
+EVENTS_SPOOL_SHARE = 8  # the events spool may use 1/8 of audit.spool_max_bytes
+
+
+@dataclass(slots=True)
+class Sidecar:
+    """Everything one serving process holds: built by `open_sidecar`, closed when it exits."""
+
+    settings: Settings
+    certificate: Certificate
+    lifecycle: Lifecycle
+    metrics: Metrics
+    redis: RedisClient
+    pipeline: Pipeline
+    health_app: web.Application
+    security_headers: dict[str, str]
+
+
+def security_headers(settings: Settings) -> dict[str, str]:
+    """The headers every proxy-port response carries (X-Request-Id is added per request)."""
+    return {
+        "Strict-Transport-Security": hsts_value(settings.hsts),
+        "X-Content-Type-Options": "nosniff",
+        "Server": "sidecar",  # no framework or upstream version on the wire
+    }
+
+
+@asynccontextmanager
+async def open_sidecar(
+    settings: Settings, certificate: Certificate, *, metrics_dir: Path | None = None
+) -> AsyncIterator[Sidecar]:
+    """Open the shared clients, start the background tasks, build the pipeline and the health
+    app; on exit flush what is queued and close everything in reverse order.
+
+    The proxy port runs on aiohttp's low-level server (no router, no per-request app
+    machinery), so its resources live here rather than in an `Application.cleanup_ctx`.
+    """
+    metrics = Metrics(metrics_dir)
+    lifecycle = Lifecycle()
+    headers = security_headers(settings)
+    async with AsyncExitStack() as stack:
+        redis = create_redis(settings.redis)
+        stack.push_async_callback(redis.aclose)
+        session = create_upstream_session(settings.upstream)
+        stack.push_async_callback(session.close)
+        authenticator = _create_authenticator(settings, redis, metrics)
+        stack.callback(authenticator.close)
+        # Separate budgets: refusals of unauthenticated junk during a Redis outage must not
+        # fill the disk the audit trail needs and turn every request into a 503.
+        events_share = settings.audit.spool_max_bytes // EVENTS_SPOOL_SHARE
+        audit_writer = _durable_writer(
+            redis,
+            settings.audit.stream,
+            RECORD_FIELD,
+            settings,
+            SpoolBudget(settings.audit.spool_max_bytes - events_share),
+            metrics,
+            audited=True,
+        )
+        event_writer = _durable_writer(
+            redis,
+            settings.audit.events_stream,
+            EVENT_FIELD,
+            settings,
+            SpoolBudget(events_share),
+            metrics,
+        )
+        tasks = BackgroundTasks()
+        stack.push_async_callback(tasks.cancel_all)
+        for writer in (audit_writer, event_writer):
+            # On the way out: everything queued goes to Redis, or to the spool for next time.
+            stack.push_async_callback(writer.flush, settings.shutdown.grace_s)
+            tasks.start(writer.run())
+        subscribed = asyncio.Event()
+        tasks.start(
+            listen_for_invalidations(
+                create_pubsub_opener(settings.redis, redis),
+                drop=authenticator.cache.drop,
+                expire_all=authenticator.cache.expire_all,
+                on_error=metrics.redis_errors.inc,
+                subscribed=subscribed,
+            )
+        )
+        # Subscribe before serving: the first subscription expires the cache, and a key
+        # verified before it would be verified twice. Bounded, so a Redis that is down at
+        # start-up delays nothing (readiness says so meanwhile).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(subscribed.wait(), 4 * settings.redis.timeout_s)
+        rotation_due = RotationDueGauge(
+            KeyStore(redis), settings.keys.max_age_days, metrics.keys_rotation_due.set
+        )
+        # Counted once before serving, so the first scrape is right; then every few minutes.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(rotation_due.update(), 4 * settings.redis.timeout_s)
+        tasks.start(rotation_due.keep_updated())
+        tasks.start(
+            keep_trimmed(
+                redis,
+                [settings.audit.stream, settings.audit.events_stream],
+                settings.audit.retention_days,
+                on_error=metrics.redis_errors.inc,
+            )
+        )
+        pipeline = Pipeline(
+            settings,
+            routes=RouteTable(settings.routes, settings.default_route),
+            upstream=UpstreamClient(
+                settings.upstream, session, max_head_bytes=settings.limits.max_header_bytes
+            ),
+            authenticator=authenticator,
+            events=EventLog(event_writer, metrics),
+            audit=AuditTrail(settings, audit_writer, _cipher(settings), metrics),
+            metrics=metrics,
+            lifecycle=lifecycle,
+            security_headers=headers,
+        )
+        sidecar = Sidecar(
+            settings=settings,
+            certificate=certificate,
+            lifecycle=lifecycle,
+            metrics=metrics,
+            redis=redis,
+            pipeline=pipeline,
+            health_app=web.Application(),
+            security_headers=headers,
+        )
+        checks = _readiness_checks(sidecar, redis, audit_writer)
+        sidecar.health_app = create_health_app(checks, metrics)
+        yield sidecar
+
+
+def _create_authenticator(
+    settings: Settings, redis: RedisClient, metrics: Metrics
+) -> Authenticator:
+    limiters = {}
+    if settings.rate_limits.per_key is not None:
+        limiters["key"] = RateLimiter(redis, "key", settings.rate_limits.per_key)
+    if settings.rate_limits.failed_auth_per_ip is not None:
+        limiters["failed_auth_ip"] = RateLimiter(
+            redis, "failed-auth-ip", settings.rate_limits.failed_auth_per_ip
+        )
+    if settings.rate_limits.unauthenticated_per_ip is not None:
+        limiters["unauthenticated_ip"] = RateLimiter(
+            redis, "unauthenticated-ip", settings.rate_limits.unauthenticated_per_ip
+        )
+    return Authenticator(
+        settings.keys,
+        settings.rate_limits,
+        store=KeyStore(redis),
+        limiters=limiters,
+        metrics=metrics,
+        # Half the CPUs at most: a flood of guessed keys must leave the event loop a core.
+        argon2_workers=max(1, available_cpus() // 2),
+    )
+
+
+@dataclass(slots=True)
+class RotationDueGauge:
+    """Keeps `sidecar_keys_rotation_due`: active keys older than `keys.max_age_days`."""
+
+    store: KeyStore
+    max_age_days: int
+    report: Callable[[int], None]
+
+    async def update(self) -> None:
+        try:
+            records = await self.store.records()
+        except (RedisError, OSError):
+            return  # readiness reports Redis; the gauge keeps its last value
+        now = time.time()
+        self.report(sum(record.rotation_due(now, self.max_age_days) for record in records))
+
+    async def keep_updated(self) -> None:
+        while True:
+            await asyncio.sleep(ROTATION_SCAN_EVERY_S)
+            await self.update()
+
+
+def _durable_writer(
+    redis: RedisClient,
+    stream: str,
+    field_name: str,
+    settings: Settings,
+    budget: SpoolBudget,
+    metrics: Metrics,
+    *,
+    audited: bool = False,
+) -> DurableStreamWriter:
+    """A spooling writer; the audit stream's one also drives the audit metrics."""
+    directory = settings.audit.spool_dir / ("audit" if audited else "events")
+    hooks = WriterHooks(redis_error=metrics.redis_errors.inc)
+    if audited:
+        records = metrics.audit_records
+        hooks = WriterHooks(
+            written=records.labels("written").inc,
+            spooled=records.labels("spooled").inc,
+            replayed=records.labels("replayed").inc,
+            redis_error=metrics.redis_errors.inc,
+            depth=metrics.audit_queue_depth.set,
+            spool_bytes=metrics.audit_spool_bytes.set,
+        )
+    return DurableStreamWriter(redis, stream, field_name, Spool(directory, budget), hooks=hooks)
+
+
+def _cipher(settings: Settings) -> BodyCipher | None:
+    path = settings.audit.encryption_key_file
+    return None if path is None else BodyCipher.from_file(path)
+
+
+class BackgroundTasks:
+    """Tasks that live as long as the sidecar; cancelled (and awaited) on the way out."""
+
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        self._tasks.append(asyncio.create_task(coroutine))
+
+    async def cancel_all(self, patience_s: float = 5.0) -> None:
+        """Cancel until every task is done. One cancel is not always enough: on Python 3.11,
+        `asyncio.wait_for` (inside redis-py) can swallow a cancel that lands as its inner
+        future completes (gh-86296), and the task would carry on into its next wait."""
+        deadline = asyncio.get_running_loop().time() + patience_s
+        pending = [task for task in self._tasks if not task.done()]
+        while pending and asyncio.get_running_loop().time() < deadline:
+            for task in pending:
+                task.cancel()
+            _done, still = await asyncio.wait(pending, timeout=0.1)
+            pending = list(still)
+        if pending:
+            log.error("background tasks did not stop", tasks=[t.get_name() for t in pending])
+
+
+def _readiness_checks(
+    sidecar: Sidecar, redis: RedisClient, audit_writer: DurableStreamWriter
+) -> list[ReadinessCheck]:
+    lifecycle, metrics = sidecar.lifecycle, sidecar.metrics
+
+    async def config_loaded() -> str | None:
+        return None  # a process that got this far has a valid configuration
+
+    async def certificate_valid() -> str | None:
+        certificate = sidecar.certificate  # replaced by a SIGHUP reload
+        if certificate.valid_at(datetime.now(UTC)):
+            return None
+        return f"certificate expired at {certificate.not_after.isoformat()}"
+
+    async def redis_answers() -> str | None:
+        try:
+            await redis.ping()
+        except (RedisError, OSError) as exc:
+            metrics.redis_errors.inc()
+            return f"redis unreachable ({type(exc).__name__})"
+        return None
+
+    async def not_draining() -> str | None:
+        return "shutting down" if lifecycle.draining else None
+
+    async def audit_accepting() -> str | None:
+        return None if audit_writer.can_accept() else "audit spool full: requests are refused"
+
+    return [
+        ReadinessCheck("config", config_loaded),
+        ReadinessCheck("certificate", certificate_valid),
+        ReadinessCheck("redis", redis_answers),
+        ReadinessCheck("draining", not_draining),
+        ReadinessCheck("audit", audit_accepting),
+    ]

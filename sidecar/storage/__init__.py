@@ -1,0 +1,5 @@
+"""Redis: clients for one server, a Sentinel-managed master or a cluster, their URL forms,
+shared rate limits (one Lua call), and the embedded server for demos and tests.
+
+May import: the foundation only.
+"""
