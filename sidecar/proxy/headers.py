@@ -153,6 +153,7 @@ class RequestHeaderPolicy:
         named = {self._key_header} if self._key_header is not None else set()
         self._dropped = _NOT_FORWARDED | named
         self._protected = _READ_OR_SET | named
+        self._verdicts: dict[str, bool] = {}
 
     def problem(self, headers: Iterable[tuple[str, str]], connection: Iterable[str]) -> str | None:
         """Why these request headers cannot be read unambiguously, or None."""
@@ -170,22 +171,32 @@ class RequestHeaderPolicy:
     ) -> list[tuple[str, str]]:
         """The client's headers minus hop-by-hop, credentials, overrides and anything the
         proxy sets itself. Call `problem` first: this assumes the request was accepted."""
-        named = connection_tokens(connection)  # usually empty: the fixed set is built once
-        dropped = self._dropped | named if named else self._dropped
+        named = connection_tokens(connection)  # usually empty
+        verdicts = self._verdicts
         kept = []
         for name, value in headers:
-            if not is_plain_name(name):
-                if self._underscores != "allow":
-                    continue
-                key = header_key(name)
-                if key in dropped or _read_or_set(key) or key in self._protected:
-                    continue
-            else:
-                key = name.lower()
-                if key in dropped or key.startswith(_SET_BY_PROXY_PREFIXES):
-                    continue
-            kept.append((name, value))
+            keep = verdicts.get(name)
+            if keep is None:
+                keep = self._judge(name)
+                if len(verdicts) < _VERDICTS_KEPT:  # names are the client's: bounded
+                    verdicts[name] = keep
+            if keep and not (named and header_key(name) in named):
+                kept.append((name, value))
         return kept
+
+    def _judge(self, name: str) -> bool:
+        """Whether a header of this name is forwarded (before `Connection` is applied)."""
+        if not is_plain_name(name):
+            if self._underscores != "allow":
+                return False
+            key = header_key(name)
+            return not (key in self._dropped or _read_or_set(key) or key in self._protected)
+        key = name.lower()
+        return not (key in self._dropped or key.startswith(_SET_BY_PROXY_PREFIXES))
+
+
+# The same few header names come back on every request: their verdict is kept, up to this many.
+_VERDICTS_KEPT = 4096
 
 
 def response_headers_to_return(

@@ -205,13 +205,19 @@ async def body_chunks(stream: aiohttp.StreamReader, timeout_s: float) -> AsyncIt
     (and an upstream connection) until the upstream's own timeout.
     """
     while True:
-        try:
-            async with asyncio.timeout(timeout_s):
-                chunk = await stream.readany()
-        except TimeoutError:
-            raise BodyTimeout(f"the request body stalled for more than {timeout_s:g} s") from None
+        chunk = stream.read_nowait()  # what has arrived already needs no timer
         if not chunk:
-            return
+            if stream.at_eof():
+                return
+            try:
+                async with asyncio.timeout(timeout_s):
+                    chunk = await stream.readany()
+            except TimeoutError:
+                raise BodyTimeout(
+                    f"the request body stalled for more than {timeout_s:g} s"
+                ) from None
+            if not chunk:
+                return
         yield chunk
 
 
