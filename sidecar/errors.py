@@ -5,6 +5,7 @@ Messages never contain a presented key: at most its public id.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 
@@ -32,7 +33,8 @@ class RedisUnreachable(SidecarError):
 class Rejected(SidecarError):
     """A request the proxy answers itself instead of forwarding.
 
-    `status`, `title` and `event` are the contract of SPEC §6; `detail` is for the client.
+    `status`, `title` and `event` are the contract of SPEC §6; `detail` is for the client;
+    `headers` are extra response headers (a rate limit's `RateLimit-*`, say).
     """
 
     status: ClassVar[int] = 400
@@ -41,10 +43,17 @@ class Rejected(SidecarError):
     # The connection cannot carry another request after this answer (an unread body).
     closes_connection: ClassVar[bool] = False
 
-    def __init__(self, detail: str, *, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        retry_after: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.retry_after = retry_after
+        self.headers: Mapping[str, str] = headers or {}
         self.event: str | None = self.default_event
 
 
@@ -108,6 +117,8 @@ class NoRoute(Rejected):
 
 
 class RateLimited(Rejected):
+    """429: a rate limit is exceeded; `headers` carry the window's `RateLimit-*` fields."""
+
     status = 429
     title = "Too many requests"
     default_event = "rate_limited"

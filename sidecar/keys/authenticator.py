@@ -50,10 +50,9 @@ class Principal:
     sunset: datetime | None  # when the key stops working, if that is soon or scheduled
 
 
-class RateLimitExceeded(RateLimited):
-    def __init__(self, detail: str, window: Window) -> None:
-        super().__init__(detail, retry_after=window.retry_after)
-        self.window = window
+def _rate_limited(detail: str, window: Window) -> RateLimited:
+    """The 429 for an exceeded `window`, carrying its `Retry-After` and `RateLimit-*`."""
+    return RateLimited(detail, retry_after=window.retry_after, headers=window.headers())
 
 
 class Authenticator:
@@ -230,7 +229,7 @@ class Authenticator:
             self._metrics.redis_errors.inc()
             return None
         if window.exceeded:
-            raise RateLimitExceeded("the key's rate limit is exceeded", window)
+            raise _rate_limited("the key's rate limit is exceeded", window)
         return window
 
     async def check_unauthenticated(self, client_ip: str) -> None:
@@ -245,7 +244,7 @@ class Authenticator:
             self._metrics.redis_errors.inc()
             return
         if window.exceeded:
-            refusal = RateLimitExceeded("too many requests from this address", window)
+            refusal = _rate_limited("too many requests from this address", window)
             if window.count > window.limit + 1:
                 refusal.event = None
             raise refusal
@@ -258,7 +257,7 @@ class Authenticator:
             return
         window = await self._failed_per_ip.hit(client_ip)
         if window.exceeded:
-            raise RateLimitExceeded("too many failed authentications from this address", window)
+            raise _rate_limited("too many failed authentications from this address", window)
 
     async def _refund_attempt(self, client_ip: str) -> None:
         if self._failed_per_ip is None:
