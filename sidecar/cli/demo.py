@@ -17,7 +17,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from sidecar.config import Health, Listen, Redis, Route, Settings, Shutdown, Tls, Upstream
-from sidecar.keys.format import SecretHasher
+from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.store import KeyStore
 from sidecar.runtime.selfsigned import write_self_signed
 from sidecar.runtime.serve import running

@@ -16,7 +16,8 @@ from sidecar.config import Settings
 from sidecar.durations import describe as describe_span
 from sidecar.durations import iso, parse_duration, parse_moment
 from sidecar.errors import UsageError
-from sidecar.keys.format import SecretHasher, check_name, check_scope
+from sidecar.keys.format import check_name, check_scope
+from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.records import KeyRecord
 from sidecar.keys.store import KeyStore, NewKey
 from sidecar.storage.client import create_redis, unreachable

@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from sidecar.errors import SidecarError
-from sidecar.keys.format import SecretHasher, generate_key
+from sidecar.keys.format import generate_key
+from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.records import KeyRecord, text
 from sidecar.storage.client import RedisClient
 
