@@ -12,8 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from sidecar.audit.crypto import BodyCipher
 from sidecar.audit.events import EVENT_FIELD
 from sidecar.audit.trail import RECORD_FIELD
@@ -23,6 +21,7 @@ from sidecar.durations import describe, parse_duration
 from sidecar.errors import UsageError
 from sidecar.proxy.routes import compile_glob
 from sidecar.storage.client import RedisClient, create_redis, unreachable
+from sidecar.storage.failures import REDIS_FAILURES
 
 _PAGE = 500
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -96,7 +95,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         if count == 0 and not args.json:
             print(f"(no entries in {stream})")
         return 0
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         raise unreachable(settings.redis.url, exc) from None
     finally:
         if follow:

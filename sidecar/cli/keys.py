@@ -9,8 +9,6 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from sidecar.cli.terminal import json_line, printable
 from sidecar.config import Settings
 from sidecar.durations import describe as describe_span
@@ -21,6 +19,7 @@ from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.records import KeyRecord
 from sidecar.keys.store import KeyStore, NewKey
 from sidecar.storage.client import create_redis, unreachable
+from sidecar.storage.failures import REDIS_FAILURES
 
 # SPEC §14: bounds on the times the command line takes, so a typo (99999999999d) is a usage
 # error instead of an overflow, and no key is issued for centuries.
@@ -91,7 +90,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         ids = await (store.revoke if args.action == "revoke" else store.delete)(args.name)
         _say(args, {"name": args.name, args.action + "d": ids}, f"{args.action}d {args.name}")
         return 0
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         raise unreachable(settings.redis.url, exc) from None
     finally:
         await redis.aclose()
