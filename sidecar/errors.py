@@ -1,4 +1,6 @@
-"""The domain's exceptions. No aiohttp here: `sidecar.proxy.problems` turns them into responses.
+"""The domain's exceptions. A `Rejected` describes its own response (status, title, event,
+extra headers, whether the connection closes); `sidecar.proxy.problems` builds it, so no
+aiohttp here.
 
 Messages never contain a presented key: at most its public id.
 """
@@ -80,6 +82,8 @@ class AuthenticationFailed(Rejected):
 
 
 class MissingKey(AuthenticationFailed):
+    """401: the route needs a key and the request carried none."""
+
     default_event = "missing_key"
 
     def __init__(self) -> None:
@@ -87,6 +91,8 @@ class MissingKey(AuthenticationFailed):
 
 
 class KeyInUrl(Rejected):
+    """400: a key-shaped string in the URL (SPEC §14)."""
+
     status = 400
     title = "API key in URL"
     default_event = "key_in_url"
@@ -101,6 +107,8 @@ class KeyInHeader(Rejected):
 
 
 class MissingScope(Rejected):
+    """403: the key lacks a scope the route needs; `scopes` are the ones it needs."""
+
     status = 403
     title = "Forbidden"
     default_event = "missing_scope"
@@ -111,6 +119,8 @@ class MissingScope(Rejected):
 
 
 class NoRoute(Rejected):
+    """403: no route matches the request's method and path."""
+
     status = 403
     title = "Forbidden"
     default_event = "no_route"
@@ -125,6 +135,8 @@ class RateLimited(Rejected):
 
 
 class BadRequest(Rejected):
+    """400: a request that cannot be read; the connection is not kept."""
+
     status = 400
     title = "Bad request"
     closes_connection = True  # a client that sends what cannot be read is not kept
@@ -138,12 +150,16 @@ class HeaderTooLarge(Rejected):
 
 
 class BodyTooLarge(Rejected):
+    """413: the body is over `limits.max_body_bytes`; the connection is not kept."""
+
     status = 413
     title = "Content too large"
     closes_connection = True
 
 
 class ForbiddenData(Rejected):
+    """422: the data guard found forbidden data (a card number, a credential) in the body."""
+
     status = 422
     title = "Forbidden data in body"
     default_event = "forbidden_data"
@@ -166,16 +182,22 @@ class BodyTimeout(Rejected):
 
 
 class InternalError(Rejected):
+    """500: the sidecar itself failed; the detail says nothing about why."""
+
     status = 500
     title = "Internal server error"
 
 
 class UpstreamUnavailable(Rejected):
+    """502: the upstream could not be reached or broke off its answer."""
+
     status = 502
     title = "Bad gateway"
 
 
 class UpstreamTimeout(Rejected):
+    """504: the upstream did not answer within its timeout."""
+
     status = 504
     title = "Gateway timeout"
 
@@ -188,5 +210,7 @@ class Unavailable(Rejected):
 
 
 class Draining(Unavailable):
+    """503 while shutting down: the client is sent elsewhere (the connection closes)."""
+
     title = "Shutting down"
     closes_connection = True  # send the client elsewhere

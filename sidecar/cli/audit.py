@@ -34,6 +34,7 @@ _COUNT_HELP = f"how many of the most recent (1 to {MAX_COUNT}; default 20)"
 
 
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Add `audit tail|query` and `events tail` to the command line."""
     audit = commands.add_parser("audit", parents=[common], help="read the audit trail")
     actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
     tail = actions.add_parser("tail", parents=[common], help="the most recent records")
@@ -56,6 +57,7 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the entries the arguments ask for; exit status 0, `RedisUnreachable` otherwise."""
     is_audit = args.command == "audit"
     stream = settings.audit.stream if is_audit else settings.audit.events_stream
     field = RECORD_FIELD if is_audit else EVENT_FIELD

@@ -28,6 +28,7 @@ MAX_GRACE = timedelta(days=365)
 
 
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Add `keys create|list|rotate|revoke|delete` to the command line."""
     keys = commands.add_parser("keys", parents=[common], help="manage API keys")
     actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", parents=[common], help="issue a key (shown once)")
@@ -64,6 +65,7 @@ _NAME_HELP = "1-64 letters, digits, '.', '_', ':' or '-'"
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one `keys` action: every value checked before Redis is touched; exit status 0."""
     # Every value is checked before Redis is touched: a bad one is exit 2 and changes nothing.
     if args.action != "list":
         _value(check_name, args.name, "--name" if args.action == "create" else "NAME")

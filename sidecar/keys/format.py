@@ -85,6 +85,8 @@ class MalformedKey(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ParsedKey:
+    """A well-formed key's parts; its repr never shows the secret."""
+
     prefix: str
     environment: str
     key_id: str
@@ -106,6 +108,7 @@ def encode_base62(value: int, width: int) -> str:
 
 
 def checksum(text: str) -> str:
+    """The base62 CRC32 of `text`: the last characters of a key."""
     return encode_base62(zlib.crc32(text.encode("ascii")), CHECKSUM_CHARS)
 
 
