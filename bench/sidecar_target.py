@@ -19,7 +19,7 @@ import yaml
 
 from sidecar.config import Argon2
 from sidecar.config import Redis as RedisSettings
-from sidecar.keys.format import SecretHasher
+from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.store import KeyStore
 from sidecar.storage.client import create_redis
 

@@ -10,7 +10,7 @@ The packages are layers; each imports only from those below it (checked by impor
     keys      key format, store, cache, authentication (beside audit: neither imports the other)
     guard     the data guard: what a body is, cards, credentials
     storage   Redis clients and URL forms, shared rate limits, the embedded server
-    config, errors, durations, metrics   the foundation
+    config, errors, durations, metrics, tasks   the foundation
 """
 
 __version__ = "0.1.0"

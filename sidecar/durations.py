@@ -1,4 +1,5 @@
-"""Pure: the durations and times the command line accepts (`30d`, `24h`, `0`, ISO 8601).
+"""Pure (but for the clock when no `now` is given): the durations and times the command line
+accepts (`30d`, `24h`, `0`, ISO 8601).
 
 Every value is bounded by its caller (`at_most`): a duration too large for `timedelta` or a
 time beyond year 9999 is a ValueError with one readable line, never an OverflowError.
@@ -76,6 +77,7 @@ def _shown(text: str, limit: int = 70) -> str:
 
 
 def iso(timestamp: float | None) -> str | None:
+    """A Unix time as ISO 8601 UTC to the second (`…Z`); None stays None."""
     if timestamp is None:
         return None
     return (

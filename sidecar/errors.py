@@ -1,10 +1,13 @@
-"""The domain's exceptions. No aiohttp here: `sidecar.proxy.problems` turns them into responses.
+"""The domain's exceptions. A `Rejected` describes its own response (status, title, event,
+extra headers, whether the connection closes); `sidecar.proxy.problems` builds it, so no
+aiohttp here.
 
 Messages never contain a presented key: at most its public id.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 
@@ -32,7 +35,8 @@ class RedisUnreachable(SidecarError):
 class Rejected(SidecarError):
     """A request the proxy answers itself instead of forwarding.
 
-    `status`, `title` and `event` are the contract of SPEC §6; `detail` is for the client.
+    `status`, `title` and `event` are the contract of SPEC §6; `detail` is for the client;
+    `headers` are extra response headers (a rate limit's `RateLimit-*`, say).
     """
 
     status: ClassVar[int] = 400
@@ -41,10 +45,17 @@ class Rejected(SidecarError):
     # The connection cannot carry another request after this answer (an unread body).
     closes_connection: ClassVar[bool] = False
 
-    def __init__(self, detail: str, *, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        retry_after: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.retry_after = retry_after
+        self.headers: Mapping[str, str] = headers or {}
         self.event: str | None = self.default_event
 
 
@@ -71,6 +82,8 @@ class AuthenticationFailed(Rejected):
 
 
 class MissingKey(AuthenticationFailed):
+    """401: the route needs a key and the request carried none."""
+
     default_event = "missing_key"
 
     def __init__(self) -> None:
@@ -78,6 +91,8 @@ class MissingKey(AuthenticationFailed):
 
 
 class KeyInUrl(Rejected):
+    """400: a key-shaped string in the URL (SPEC §14)."""
+
     status = 400
     title = "API key in URL"
     default_event = "key_in_url"
@@ -92,6 +107,8 @@ class KeyInHeader(Rejected):
 
 
 class MissingScope(Rejected):
+    """403: the key lacks a scope the route needs; `scopes` are the ones it needs."""
+
     status = 403
     title = "Forbidden"
     default_event = "missing_scope"
@@ -102,18 +119,24 @@ class MissingScope(Rejected):
 
 
 class NoRoute(Rejected):
+    """403: no route matches the request's method and path."""
+
     status = 403
     title = "Forbidden"
     default_event = "no_route"
 
 
 class RateLimited(Rejected):
+    """429: a rate limit is exceeded; `headers` carry the window's `RateLimit-*` fields."""
+
     status = 429
     title = "Too many requests"
     default_event = "rate_limited"
 
 
 class BadRequest(Rejected):
+    """400: a request that cannot be read; the connection is not kept."""
+
     status = 400
     title = "Bad request"
     closes_connection = True  # a client that sends what cannot be read is not kept
@@ -127,12 +150,16 @@ class HeaderTooLarge(Rejected):
 
 
 class BodyTooLarge(Rejected):
+    """413: the body is over `limits.max_body_bytes`; the connection is not kept."""
+
     status = 413
     title = "Content too large"
     closes_connection = True
 
 
 class ForbiddenData(Rejected):
+    """422: the data guard found forbidden data (a card number, a credential) in the body."""
+
     status = 422
     title = "Forbidden data in body"
     default_event = "forbidden_data"
@@ -155,16 +182,22 @@ class BodyTimeout(Rejected):
 
 
 class InternalError(Rejected):
+    """500: the sidecar itself failed; the detail says nothing about why."""
+
     status = 500
     title = "Internal server error"
 
 
 class UpstreamUnavailable(Rejected):
+    """502: the upstream could not be reached or broke off its answer."""
+
     status = 502
     title = "Bad gateway"
 
 
 class UpstreamTimeout(Rejected):
+    """504: the upstream did not answer within its timeout."""
+
     status = 504
     title = "Gateway timeout"
 
@@ -177,5 +210,7 @@ class Unavailable(Rejected):
 
 
 class Draining(Unavailable):
+    """503 while shutting down: the client is sent elsewhere (the connection closes)."""
+
     title = "Shutting down"
     closes_connection = True  # send the client elsewhere

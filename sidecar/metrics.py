@@ -1,4 +1,6 @@
-"""The Prometheus metric families of SPEC §11, on a registry owned by the app (no globals)."""
+"""The Prometheus metric families of SPEC §11, on a registry owned by the app, not the default
+one. Under `serve --workers` prometheus-client also writes every value to files in the
+directory `PROMETHEUS_MULTIPROC_DIR` names, which `runtime.workers` sets in the environment."""
 
 from __future__ import annotations
 
@@ -76,4 +78,5 @@ class Metrics:
         )
 
     def render(self) -> bytes:
+        """The exposition text for `/metrics` (all workers' values summed, with `--workers`)."""
         return generate_latest(self._exposition)

@@ -16,7 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from sidecar.config import Settings
-from sidecar.keys.format import SecretHasher
+from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.store import INVALIDATE_CHANNEL, KeyStore, NewKey
 from tests.helpers import sidecar_env, wait_until
 

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from sidecar.audit.retention import trim_older_than
 from sidecar.config import Argon2
 from sidecar.config import Redis as RedisSettings
-from sidecar.keys.format import SecretHasher
+from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.store import INVALIDATE_CHANNEL, KeyStore, NewKey
 from sidecar.storage.client import RedisClient, create_redis
 from sidecar.storage.embedded import EmbeddedRedis

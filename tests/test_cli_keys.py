@@ -15,7 +15,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from sidecar.config import Argon2
-from sidecar.keys.format import KEY_PATTERN, SecretHasher, parse_key
+from sidecar.keys.format import KEY_PATTERN, parse_key
+from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.records import KeyRecord
 from sidecar.keys.store import KeyStore
 from sidecar.storage.embedded import EmbeddedRedis

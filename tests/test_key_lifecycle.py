@@ -19,7 +19,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from sidecar.config import Argon2
-from sidecar.keys.format import SecretHasher, parse_key
+from sidecar.keys.format import parse_key
+from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.store import KeyStore
 from sidecar.storage.embedded import EmbeddedRedis
 from tests.conftest import Proxy, ProxyFactory

@@ -22,12 +22,11 @@ from sidecar.keys.format import (
     BASE62,
     KEY_PATTERN,
     MalformedKey,
-    SecretHasher,
     checksum,
     generate_key,
-    looks_like_key,
     parse_key,
 )
+from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.records import KeyRecord
 from sidecar.keys.store import NewKey
 from tests.keysupport import FAST_ARGON2
@@ -54,7 +53,7 @@ def test_generated_key_parses_back_to_its_parts() -> None:
     assert again.key_id == key_id
     assert again.secret == secret + check  # the argon2 hash covers the secret with its checksum
     assert check == checksum(key[:-6])
-    assert looks_like_key(key)
+    assert KEY_PATTERN.search(key)
     assert KEY_PATTERN.fullmatch(key)
 
 
@@ -209,7 +208,7 @@ def test_every_generated_key_parses(prefix: str, environment: str) -> None:
     key, parsed = generate_key(prefix, environment)
     assert parse_key(key, prefix) == parsed
     assert parsed.environment == environment
-    assert looks_like_key(key)
+    assert KEY_PATTERN.search(key)
 
 
 @settings(max_examples=200, deadline=None)
@@ -337,7 +336,7 @@ def test_cache_keeps_recently_used_entries_over_older_ones() -> None:
     assert cache.get("c", b"d") is not None
 
 
-def test_cache_drop_and_clear() -> None:
+def test_cache_drop() -> None:
     cache = KeyCache(ttl_s=30, stale_s=300, clock=FakeClock())
     cache.put("a", b"d", record("a"))
     cache.put("b", b"d", record("b"))
@@ -345,9 +344,7 @@ def test_cache_drop_and_clear() -> None:
     cache.drop("never-there")  # dropping an unknown id is harmless
     assert cache.get("a", b"d") is None
     assert cache.get("b", b"d") is not None
-    cache.clear()
-    assert len(cache) == 0
-    assert cache.get("b", b"d") is None
+    assert len(cache) == 1
 
 
 # --- durations ----------------------------------------------------------------------------

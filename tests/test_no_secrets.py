@@ -14,7 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 import structlog
 
-from sidecar.keys.format import SecretHasher, generate_key
+from sidecar.keys.format import generate_key
+from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.store import KeyStore
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import wait_until

@@ -17,8 +17,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from sidecar.runtime.app import BackgroundTasks
 from sidecar.storage.embedded import EmbeddedRedis
+from sidecar.tasks import BackgroundTasks
 from tests.helpers import (
     SidecarProcess,
     accepts_connections,

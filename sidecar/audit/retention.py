@@ -6,9 +6,8 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
-from redis.exceptions import RedisError
-
 from sidecar.storage.client import RedisClient
+from sidecar.storage.failures import tolerate_redis
 
 TRIM_EVERY_S = 3600.0
 
@@ -31,8 +30,6 @@ async def keep_trimmed(
     """Run until cancelled: trim every stream at start-up and then hourly."""
     while True:
         for stream in streams:
-            try:
+            with tolerate_redis(on_error):
                 await trim_older_than(redis, stream, days)
-            except (RedisError, OSError):
-                on_error()
         await asyncio.sleep(TRIM_EVERY_S)

@@ -18,10 +18,10 @@ from itertools import islice
 from pathlib import Path
 
 import structlog
-from redis.exceptions import RedisError
 
 from sidecar.audit.spool import Spool, SpooledRecord, SpoolFull
 from sidecar.storage.client import RedisClient
+from sidecar.storage.failures import REDIS_FAILURES
 
 log = structlog.get_logger("sidecar.audit.writer")
 
@@ -127,7 +127,7 @@ class DurableStreamWriter:
         batch = list(islice(self._queue, BATCH))
         try:
             await self._append(batch)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             self._log_failure(exc)
             self._spool_queue()
             return False
@@ -146,7 +146,7 @@ class DurableStreamWriter:
         try:
             for start in range(0, len(records), BATCH):
                 await self._append(records[start : start + BATCH])
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             self._log_failure(exc)
             return False
         self.spool.remove(segment)

@@ -12,8 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from sidecar.audit.crypto import BodyCipher
 from sidecar.audit.events import EVENT_FIELD
 from sidecar.audit.trail import RECORD_FIELD
@@ -23,6 +21,7 @@ from sidecar.durations import describe, parse_duration
 from sidecar.errors import UsageError
 from sidecar.proxy.routes import compile_glob
 from sidecar.storage.client import RedisClient, create_redis, unreachable
+from sidecar.storage.failures import REDIS_FAILURES
 
 _PAGE = 500
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -35,6 +34,7 @@ _COUNT_HELP = f"how many of the most recent (1 to {MAX_COUNT}; default 20)"
 
 
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Add `audit tail|query` and `events tail` to the command line."""
     audit = commands.add_parser("audit", parents=[common], help="read the audit trail")
     actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
     tail = actions.add_parser("tail", parents=[common], help="the most recent records")
@@ -57,6 +57,7 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the entries the arguments ask for; exit status 0, `RedisUnreachable` otherwise."""
     is_audit = args.command == "audit"
     stream = settings.audit.stream if is_audit else settings.audit.events_stream
     field = RECORD_FIELD if is_audit else EVENT_FIELD
@@ -96,7 +97,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         if count == 0 and not args.json:
             print(f"(no entries in {stream})")
         return 0
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         raise unreachable(settings.redis.url, exc) from None
     finally:
         if follow:

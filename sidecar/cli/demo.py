@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import TextIO
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from sidecar.config import Health, Listen, Redis, Route, Settings, Shutdown, Tls, Upstream
-from sidecar.keys.format import SecretHasher
+from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.store import KeyStore
 from sidecar.runtime.selfsigned import write_self_signed
 from sidecar.runtime.serve import running
 from sidecar.runtime.tls import check_certificate
 from sidecar.storage.client import create_redis, redacted_url
 from sidecar.storage.embedded import EmbeddedRedis
+from sidecar.storage.failures import tolerate_redis
 
 DEMO_ROUTES = [
     Route(path="/public/**", public=True),
@@ -65,12 +65,11 @@ async def echo_upstream() -> AsyncIterator[str]:
 async def _redis_answers(settings: Redis) -> bool:
     client = create_redis(settings)
     try:
-        await client.ping()
-    except (RedisError, OSError):
-        return False
+        with tolerate_redis() as call:
+            await client.ping()
     finally:
         await client.aclose()
-    return True
+    return not call.failed
 
 
 async def _issue_demo_key(settings: Settings) -> str:

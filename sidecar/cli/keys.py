@@ -9,17 +9,17 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from sidecar.cli.terminal import json_line, printable
 from sidecar.config import Settings
 from sidecar.durations import describe as describe_span
 from sidecar.durations import iso, parse_duration, parse_moment
 from sidecar.errors import UsageError
-from sidecar.keys.format import SecretHasher, check_name, check_scope
+from sidecar.keys.format import check_name, check_scope
+from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.records import KeyRecord
 from sidecar.keys.store import KeyStore, NewKey
 from sidecar.storage.client import create_redis, unreachable
+from sidecar.storage.failures import REDIS_FAILURES
 
 # SPEC §14: bounds on the times the command line takes, so a typo (99999999999d) is a usage
 # error instead of an overflow, and no key is issued for centuries.
@@ -28,6 +28,7 @@ MAX_GRACE = timedelta(days=365)
 
 
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Add `keys create|list|rotate|revoke|delete` to the command line."""
     keys = commands.add_parser("keys", parents=[common], help="manage API keys")
     actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", parents=[common], help="issue a key (shown once)")
@@ -64,6 +65,7 @@ _NAME_HELP = "1-64 letters, digits, '.', '_', ':' or '-'"
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one `keys` action: every value checked before Redis is touched; exit status 0."""
     # Every value is checked before Redis is touched: a bad one is exit 2 and changes nothing.
     if args.action != "list":
         _value(check_name, args.name, "--name" if args.action == "create" else "NAME")
@@ -90,7 +92,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         ids = await (store.revoke if args.action == "revoke" else store.delete)(args.name)
         _say(args, {"name": args.name, args.action + "d": ids}, f"{args.action}d {args.name}")
         return 0
-    except (RedisError, OSError) as exc:
+    except REDIS_FAILURES as exc:
         raise unreachable(settings.redis.url, exc) from None
     finally:
         await redis.aclose()

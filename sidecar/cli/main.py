@@ -41,6 +41,7 @@ def _common_options(*, suppress: bool) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `sidecar` argument parser, with every command and its options."""
     parser = argparse.ArgumentParser(
         prog="sidecar",
         description="API-key authentication sidecar.",
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The entry point: run the command `argv` names and return its exit code (SPEC §10)."""
     args = build_parser().parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "serve": _serve,

@@ -2,7 +2,7 @@
 
 Order matters for cost and for what a guesser can learn: shape and checksum first (no I/O),
 then the environment in the key, then the in-process cache (no I/O), then Redis and argon2
-(in a bounded thread pool). Status, expiry and the network allowlist are checked on every
+(in the bounded `Argon2Pool`). Status, expiry and the network allowlist are checked on every
 request, cached or not, and only after the secret is proven, so a wrong secret never learns
 whether a key is revoked or expired.
 """
@@ -15,28 +15,23 @@ import hmac
 import ipaddress
 import secrets
 import time
-from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-import structlog
-from redis.exceptions import RedisError
-
-from sidecar.config import Keys, RateLimits
+from sidecar.config import Keys
 from sidecar.errors import AuthenticationFailed, MissingKey, RateLimited, Unavailable
 from sidecar.keys.cache import CacheHit, KeyCache
-from sidecar.keys.format import MalformedKey, SecretHasher, parse_key
+from sidecar.keys.format import MalformedKey, parse_key
+from sidecar.keys.hashing import Argon2Pool
 from sidecar.keys.records import KeyRecord
 from sidecar.keys.store import KeyStore
+from sidecar.keys.usage import UsageTracker
 from sidecar.metrics import Metrics
+from sidecar.storage.failures import REDIS_FAILURES, tolerate_redis
 from sidecar.storage.ratelimit import RateLimiter, Window
-
-log = structlog.get_logger("sidecar.auth")
+from sidecar.tasks import BackgroundTasks
 
 SUNSET_NOTICE_S = 7 * 86400
-LAST_USED_EVERY_S = 60.0
 _UNKNOWN = "unknown or invalid API key"  # one answer for both: no enumeration of key ids
 
 
@@ -50,47 +45,44 @@ class Principal:
     sunset: datetime | None  # when the key stops working, if that is soon or scheduled
 
 
-class RateLimitExceeded(RateLimited):
-    def __init__(self, detail: str, window: Window) -> None:
-        super().__init__(detail, retry_after=window.retry_after)
-        self.window = window
+def _rate_limited(detail: str, window: Window) -> RateLimited:
+    """The 429 for an exceeded `window`, carrying its `Retry-After` and `RateLimit-*`."""
+    return RateLimited(detail, retry_after=window.retry_after, headers=window.headers())
 
 
 class Authenticator:
+    """Decides who a presented key is (`authenticate`), counts requests against the shared
+    rate limits, and flags keys found where keys must not be (`flag_exposed`)."""
+
     def __init__(
         self,
         keys: Keys,
-        rate_limits: RateLimits,
         *,
         store: KeyStore,
         limiters: dict[str, RateLimiter],
         metrics: Metrics,
-        argon2_workers: int = 2,
-        argon2_queue: int = 64,
+        argon2: Argon2Pool,
+        usage: UsageTracker,
+        tasks: BackgroundTasks,
     ) -> None:
         self._prefix = keys.prefix
         self._environment = keys.environment
         self._store = store
         self._metrics = metrics
         self.cache = KeyCache(keys.cache_ttl_s, keys.stale_if_error_s)
-        self._hasher = SecretHasher(keys.argon2)
+        self._argon2 = argon2
         # Verified against when a key id is unknown, so that costs what a wrong secret costs.
-        self._decoy_hash = self._hasher.hash(secrets.token_urlsafe(32))
+        self._decoy_hash = argon2.hasher.hash(secrets.token_urlsafe(32))
         self._in_flight: dict[tuple[str, bytes], asyncio.Task[KeyRecord]] = {}
-        self._pool = ThreadPoolExecutor(argon2_workers, thread_name_prefix="argon2")
-        self._slots = asyncio.Semaphore(argon2_workers)
-        self._queue_limit = argon2_queue
-        self._waiting = 0
         self._per_key = limiters.get("key")
         self._failed_per_ip = limiters.get("failed_auth_ip")
         self._unauthenticated_per_ip = limiters.get("unauthenticated_ip")
-        self._last_touch: dict[str, float] = {}
-        self._background: set[asyncio.Task[None]] = set()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._usage = usage
+        self._tasks = tasks
 
     async def authenticate(self, presented: str | None, client_ip: str) -> Principal:
+        """The `Principal` of a presented key; `AuthenticationFailed` (or a 429, or a 503
+        while neither Redis nor the cache can vouch for the key) otherwise."""
         if presented is None:
             raise MissingKey()
         try:
@@ -114,7 +106,7 @@ class Authenticator:
             record = await self._verify(parsed.key_id, parsed.secret, digest, client_ip, hit)
         now = time.time()
         self._check_status(record, now, client_ip)
-        self._note_use(record.key_id, now)
+        self._usage.note_use(record.key_id, now)
         return Principal(
             key_id=record.key_id,
             name=record.name,
@@ -130,7 +122,7 @@ class Authenticator:
         proven = stale.record.hash if stale is not None else None
         try:
             return await self._verify_once(key_id, secret, digest, client_ip, proven)
-        except (RedisError, OSError):
+        except REDIS_FAILURES:
             self._metrics.redis_errors.inc()
             if stale is not None:
                 # Redis is down and this key was verified within stale_if_error_s: serve it.
@@ -169,11 +161,11 @@ class Authenticator:
         if record is None:
             # As slow as a wrong secret: the clock must not tell a guesser which ids exist.
             await self._count_attempt(client_ip)
-            await self._argon2(self._decoy_hash, secret)
+            await self._argon2.verify(self._decoy_hash, secret)
             raise AuthenticationFailed(_UNKNOWN, event="unknown_key", key_id=key_id)
         if proven is None or not hmac.compare_digest(proven, record.hash):
             await self._count_attempt(client_ip)
-            if not await self._argon2(record.hash, secret):
+            if not await self._argon2.verify(record.hash, secret):
                 raise AuthenticationFailed(_UNKNOWN, event="invalid_secret", key_id=key_id)
             await self._refund_attempt(client_ip)
         if record.environment != self._environment:
@@ -184,24 +176,9 @@ class Authenticator:
                 key_name=record.name,
             )
         self.cache.put(key_id, digest, record)
-        if self._hasher.needs_rehash(record.hash):
-            self._spawn(self._rehash(key_id, secret))
+        if self._argon2.hasher.needs_rehash(record.hash):
+            self._tasks.start(self._rehash(key_id, secret))
         return record
-
-    async def _argon2(self, stored_hash: str, secret: str) -> bool:
-        """argon2 off the event loop; a bounded queue turns a flood into 503s, not latency."""
-        if self._waiting >= self._queue_limit:
-            raise Unavailable("too many key verifications in progress", retry_after=1)
-        self._waiting += 1
-        try:
-            async with self._slots:
-                loop = asyncio.get_running_loop()
-                self._metrics.argon2_verifications.inc()
-                return await loop.run_in_executor(
-                    self._pool, self._hasher.verify, stored_hash, secret
-                )
-        finally:
-            self._waiting -= 1
 
     def _check_status(self, record: KeyRecord, now: float, client_ip: str) -> None:
         status = record.status(now)
@@ -224,13 +201,12 @@ class Authenticator:
         """
         if self._per_key is None:
             return None
-        try:
+        with tolerate_redis(self._metrics.redis_errors.inc) as call:
             window = await self._per_key.hit(principal.key_id)
-        except (RedisError, OSError):
-            self._metrics.redis_errors.inc()
+        if call.failed:
             return None
         if window.exceeded:
-            raise RateLimitExceeded("the key's rate limit is exceeded", window)
+            raise _rate_limited("the key's rate limit is exceeded", window)
         return window
 
     async def check_unauthenticated(self, client_ip: str) -> None:
@@ -239,13 +215,12 @@ class Authenticator:
         not grow at the flood's rate either. Fails open while Redis cannot be asked."""
         if self._unauthenticated_per_ip is None:
             return
-        try:
+        with tolerate_redis(self._metrics.redis_errors.inc) as call:
             window = await self._unauthenticated_per_ip.hit(client_ip)
-        except (RedisError, OSError):
-            self._metrics.redis_errors.inc()
+        if call.failed:
             return
         if window.exceeded:
-            refusal = RateLimitExceeded("too many requests from this address", window)
+            refusal = _rate_limited("too many requests from this address", window)
             if window.count > window.limit + 1:
                 refusal.event = None
             raise refusal
@@ -258,46 +233,19 @@ class Authenticator:
             return
         window = await self._failed_per_ip.hit(client_ip)
         if window.exceeded:
-            raise RateLimitExceeded("too many failed authentications from this address", window)
+            raise _rate_limited("too many failed authentications from this address", window)
 
     async def _refund_attempt(self, client_ip: str) -> None:
         if self._failed_per_ip is None:
             return
-        try:
+        with tolerate_redis(self._metrics.redis_errors.inc):
             await self._failed_per_ip.refund(client_ip)
-        except (RedisError, OSError):
-            self._metrics.redis_errors.inc()
-
-    def _note_use(self, key_id: str, now: float) -> None:
-        """`last_used_at`, written at most once a minute per key and never on the request path."""
-        last = self._last_touch.get(key_id)
-        if last is not None and now - last < LAST_USED_EVERY_S:
-            return
-        self._last_touch[key_id] = now
-        if len(self._last_touch) > 100_000:  # bounded: forget the oldest half
-            for stale_id in list(self._last_touch)[:50_000]:
-                del self._last_touch[stale_id]
-        self._spawn(self._touch(key_id, now))
-
-    async def _touch(self, key_id: str, now: float) -> None:
-        try:
-            await self._store.touch(key_id, now)
-        except (RedisError, OSError):
-            self._metrics.redis_errors.inc()
-            self._last_touch.pop(key_id, None)  # try again on the next use
 
     async def _rehash(self, key_id: str, secret: str) -> None:
-        loop = asyncio.get_running_loop()
-        new_hash = await loop.run_in_executor(self._pool, self._hasher.hash, secret)
-        try:
+        """A key verified against a hash made with other parameters gets a current one."""
+        new_hash = await self._argon2.hash(secret)
+        with tolerate_redis(self._metrics.redis_errors.inc):
             await self._store.replace_hash(key_id, new_hash)
-        except (RedisError, OSError):
-            self._metrics.redis_errors.inc()
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     async def flag_exposed(self, presented: str, client_ip: str) -> str | None:
         """A key-shaped string found where keys must not be (a URL, another header): flag the
@@ -315,11 +263,10 @@ class Authenticator:
         try:
             if hit is None or not hit.fresh:
                 await self._verify(parsed.key_id, parsed.secret, digest, client_ip, hit)
-            await self._store.mark_exposed(parsed.key_id)
         except (AuthenticationFailed, RateLimited, Unavailable):
             return None  # a wrong secret, an unknown id, over the limit, Redis away
-        except (RedisError, OSError):
-            self._metrics.redis_errors.inc()
+        with tolerate_redis(self._metrics.redis_errors.inc):
+            await self._store.mark_exposed(parsed.key_id)
         return parsed.key_id
 
 

@@ -24,11 +24,16 @@ class _Entry:
 
 @dataclass(frozen=True, slots=True)
 class CacheHit:
+    """A cached verification of the presented key."""
+
     record: KeyRecord
     fresh: bool  # False: past the TTL, usable only while Redis cannot be asked
 
 
 class KeyCache:
+    """Verified keys by id, at most `max_entries` (least recently used go first): fresh for
+    `ttl_s`, then usable for `stale_s` more only while Redis cannot be asked."""
+
     def __init__(
         self,
         ttl_s: float,
@@ -44,6 +49,7 @@ class KeyCache:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
 
     def get(self, key_id: str, digest: bytes) -> CacheHit | None:
+        """The entry for `key_id` if it was verified for this very key string (`digest`)."""
         entry = self._entries.get(key_id)
         if entry is None or not hmac.compare_digest(entry.digest, digest):
             return None
@@ -57,16 +63,15 @@ class KeyCache:
         return None
 
     def put(self, key_id: str, digest: bytes, record: KeyRecord) -> None:
+        """Remember that the key string with `digest` verified as `record`."""
         self._entries[key_id] = _Entry(digest, record, self._clock())
         self._entries.move_to_end(key_id)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
 
     def drop(self, key_id: str) -> None:
+        """Forget `key_id` (it changed in the store); unknown ids are ignored."""
         self._entries.pop(key_id, None)
-
-    def clear(self) -> None:
-        self._entries.clear()
 
     def expire_all(self) -> None:
         """Make every entry past its TTL: each key is checked against Redis again on its next

@@ -1,4 +1,4 @@
-"""Pure: the API key format, its checksum, generation, parsing, and argon2id hashing.
+"""Pure: the API key format, its checksum, generation and parsing (hashing: `keys.hashing`).
 
 A key reads `{prefix}_{environment}_{id}_{secret}{checksum}`:
 - `id`: 96 random bits in base62 (17 characters), public: it appears in logs and events;
@@ -17,10 +17,7 @@ import secrets
 import zlib
 from dataclasses import dataclass
 
-from argon2 import PasswordHasher, Type
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-
-from sidecar.config import SCOPE_SHAPE, Argon2
+from sidecar.config import SCOPE_SHAPE
 
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 ID_BYTES, ID_CHARS = 12, 17  # 62**17 > 2**96
@@ -88,6 +85,8 @@ class MalformedKey(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ParsedKey:
+    """A well-formed key's parts; its repr never shows the secret."""
+
     prefix: str
     environment: str
     key_id: str
@@ -109,6 +108,7 @@ def encode_base62(value: int, width: int) -> str:
 
 
 def checksum(text: str) -> str:
+    """The base62 CRC32 of `text`: the last characters of a key."""
     return encode_base62(zlib.crc32(text.encode("ascii")), CHECKSUM_CHARS)
 
 
@@ -135,34 +135,3 @@ def parse_key(text: str, prefix: str) -> ParsedKey:
     if not hmac.compare_digest(check, checksum(text[:-CHECKSUM_CHARS])):
         raise MalformedKey("the key checksum does not match")
     return ParsedKey(key_prefix, environment, key_id, secret + check)
-
-
-def looks_like_key(text: str) -> bool:
-    return KEY_PATTERN.search(text) is not None
-
-
-class SecretHasher:
-    """argon2id with the configured parameters."""
-
-    def __init__(self, params: Argon2) -> None:
-        self._hasher = PasswordHasher(
-            time_cost=params.time_cost,
-            memory_cost=params.memory_cost,
-            parallelism=params.parallelism,
-            hash_len=32,
-            salt_len=16,
-            type=Type.ID,
-        )
-
-    def hash(self, secret: str) -> str:
-        return self._hasher.hash(secret)
-
-    def verify(self, stored_hash: str, secret: str) -> bool:
-        """True when `secret` matches; False for a mismatch or an unusable stored hash."""
-        try:
-            return self._hasher.verify(stored_hash, secret)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return False
-
-    def needs_rehash(self, stored_hash: str) -> bool:
-        return self._hasher.check_needs_rehash(stored_hash)

@@ -8,10 +8,10 @@ from collections.abc import Callable
 import structlog
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 from sidecar.keys.store import INVALIDATE_CHANNEL
 from sidecar.storage.client import PubSubOpener
+from sidecar.storage.failures import REDIS_FAILURES
 
 log = structlog.get_logger("sidecar.invalidation")
 
@@ -51,7 +51,7 @@ async def listen_for_invalidations(
                     log.info("key invalidation feed back")
                     failing = False
                 await _receive(pubsub, drop, heartbeat_s)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             on_error()
             if subscribed is not None:
                 subscribed.clear()

@@ -47,9 +47,11 @@ class KeyRecord:
         return "active"
 
     def rotation_due(self, now: float, max_age_days: int) -> bool:
+        """True for an active key older than `max_age_days`."""
         return self.status(now) == "active" and now - self.created_at > max_age_days * 86400
 
     def to_redis(self) -> dict[Any, str]:  # Any: redis-py's key type is a wide union
+        """The record as the fields of its Redis hash (absent values left out)."""
         fields = {
             "id": self.key_id,
             "name": self.name,
@@ -73,6 +75,7 @@ class KeyRecord:
 
     @classmethod
     def from_redis(cls, raw: Mapping[bytes | str, bytes | str]) -> KeyRecord:
+        """The record from its Redis hash, as `to_redis` wrote it."""
         data = {text(k): text(v) for k, v in raw.items()}
 
         def number(name: str) -> float | None:

@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from sidecar.errors import SidecarError
-from sidecar.keys.format import SecretHasher, generate_key
+from sidecar.keys.format import generate_key
+from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.records import KeyRecord, text
 from sidecar.storage.client import RedisClient
 
@@ -128,6 +129,7 @@ class KeyStore:
         self._delete = redis.register_script(_DELETE)
 
     async def fetch(self, key_id: str) -> KeyRecord | None:
+        """The record of `key_id`, or None when there is none."""
         return _record(await self._redis.hgetall(_id_key(key_id)))
 
     async def create(
@@ -245,6 +247,7 @@ class KeyStore:
         return ids
 
     async def records(self) -> list[KeyRecord]:
+        """Every key's record, in id order."""
         ids = sorted(text(member) for member in await self._redis.smembers(_IDS))
         async with self._redis.pipeline(transaction=False) as pipe:
             for key_id in ids:
@@ -254,9 +257,11 @@ class KeyStore:
         return sorted(records, key=lambda record: (record.name, record.created_at))
 
     async def records_named(self, name: str) -> list[KeyRecord]:
+        """The records of every key issued under `name` (rotations keep the name)."""
         return [record for record in await self.records() if record.name == name]
 
     async def mark_exposed(self, key_id: str) -> None:
+        """Flag the key `exposed` (it was seen where keys must not be)."""
         await self._set_field([key_id], "exposed", "1")
 
     async def touch(self, key_id: str, when: float) -> None:

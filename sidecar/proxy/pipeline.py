@@ -30,7 +30,7 @@ from sidecar.errors import (
     Rejected,
     Unavailable,
 )
-from sidecar.keys.authenticator import Authenticator, Principal, RateLimitExceeded
+from sidecar.keys.authenticator import Authenticator, Principal
 from sidecar.keys.format import mask_keys
 from sidecar.metrics import Metrics
 from sidecar.proxy.bodies import Captures, prepare_request_body
@@ -124,8 +124,6 @@ class Pipeline:
             response = await self._serve(request, exchange, forwarded_for)
         except Rejected as exc:
             response = self._decorate(problem_response(exc, exchange.request_id), exchange)
-            if isinstance(exc, RateLimitExceeded):
-                response.headers.update(exc.window.headers())
             exchange.extra["reason"] = exc.event or exc.detail
             if exc.event is not None:
                 self._emit(request, exchange, exc)

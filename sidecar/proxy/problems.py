@@ -30,7 +30,8 @@ def www_authenticate(exc: Rejected) -> str | None:
 
 
 def problem_response(exc: Rejected, request_id: str) -> web.Response:
-    """The response for a request the proxy answers itself."""
+    """The response for a request the proxy answers itself: status, problem body, challenge,
+    `Retry-After`, the exception's extra headers, and whether the connection closes."""
     kind = _PUBLIC_EVENT.get(exc.event, exc.event) if exc.event is not None else exc.status
     body = {
         "type": f"urn:sidecar:problem:{kind}",
@@ -47,6 +48,7 @@ def problem_response(exc: Rejected, request_id: str) -> web.Response:
         response.headers["WWW-Authenticate"] = challenge
     if exc.retry_after is not None:
         response.headers["Retry-After"] = str(exc.retry_after)
+    response.headers.update(exc.headers)
     if exc.closes_connection:
         response.force_close()
     return response

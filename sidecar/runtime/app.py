@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import structlog
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from sidecar.audit.crypto import BodyCipher
 from sidecar.audit.events import EVENT_FIELD, EventLog
@@ -24,8 +21,10 @@ from sidecar.audit.trail import RECORD_FIELD, AuditTrail
 from sidecar.audit.writer import DurableStreamWriter, WriterHooks
 from sidecar.config import Settings
 from sidecar.keys.authenticator import Authenticator
+from sidecar.keys.hashing import Argon2Pool, SecretHasher
 from sidecar.keys.invalidation import listen_for_invalidations
 from sidecar.keys.store import KeyStore
+from sidecar.keys.usage import UsageTracker
 from sidecar.metrics import Metrics
 from sidecar.proxy.headers import hsts_value
 from sidecar.proxy.pipeline import Lifecycle, Pipeline
@@ -35,9 +34,9 @@ from sidecar.runtime.cpus import available_cpus
 from sidecar.runtime.health import ReadinessCheck, create_health_app
 from sidecar.runtime.tls import Certificate
 from sidecar.storage.client import RedisClient, create_pubsub_opener, create_redis
+from sidecar.storage.failures import tolerate_redis
 from sidecar.storage.ratelimit import RateLimiter
-
-log = structlog.get_logger("sidecar.app")
+from sidecar.tasks import BackgroundTasks
 
 ROTATION_SCAN_EVERY_S = 300.0
 EVENTS_SPOOL_SHARE = 8  # the events spool may use 1/8 of audit.spool_max_bytes
@@ -84,8 +83,17 @@ async def open_sidecar(
         stack.push_async_callback(redis.aclose)
         session = create_upstream_session(settings.upstream)
         stack.push_async_callback(session.close)
-        authenticator = _create_authenticator(settings, redis, metrics)
-        stack.callback(authenticator.close)
+        # Every task started from here on, the authenticator's included, is cancelled and
+        # awaited on the way out (after the writers' flush, before the argon2 threads stop).
+        tasks = BackgroundTasks()
+        argon2 = Argon2Pool(
+            SecretHasher(settings.keys.argon2),
+            # Half the CPUs at most: a flood of guessed keys must leave the event loop a core.
+            workers=max(1, available_cpus() // 2),
+            on_verify=metrics.argon2_verifications.inc,
+        )
+        stack.callback(argon2.close)
+        authenticator = _create_authenticator(settings, redis, metrics, argon2, tasks)
         # Separate budgets: refusals of unauthenticated junk during a Redis outage must not
         # fill the disk the audit trail needs and turn every request into a 503.
         events_share = settings.audit.spool_max_bytes // EVENTS_SPOOL_SHARE
@@ -106,7 +114,6 @@ async def open_sidecar(
             SpoolBudget(events_share),
             metrics,
         )
-        tasks = BackgroundTasks()
         stack.push_async_callback(tasks.cancel_all)
         for writer in (audit_writer, event_writer):
             # On the way out: everything queued goes to Redis, or to the spool for next time.
@@ -171,7 +178,11 @@ async def open_sidecar(
 
 
 def _create_authenticator(
-    settings: Settings, redis: RedisClient, metrics: Metrics
+    settings: Settings,
+    redis: RedisClient,
+    metrics: Metrics,
+    argon2: Argon2Pool,
+    tasks: BackgroundTasks,
 ) -> Authenticator:
     limiters = {}
     if settings.rate_limits.per_key is not None:
@@ -184,14 +195,15 @@ def _create_authenticator(
         limiters["unauthenticated_ip"] = RateLimiter(
             redis, "unauthenticated-ip", settings.rate_limits.unauthenticated_per_ip
         )
+    store = KeyStore(redis)
     return Authenticator(
         settings.keys,
-        settings.rate_limits,
-        store=KeyStore(redis),
+        store=store,
         limiters=limiters,
         metrics=metrics,
-        # Half the CPUs at most: a flood of guessed keys must leave the event loop a core.
-        argon2_workers=max(1, available_cpus() // 2),
+        argon2=argon2,
+        usage=UsageTracker(store, tasks, on_redis_error=metrics.redis_errors.inc),
+        tasks=tasks,
     )
 
 
@@ -204,14 +216,16 @@ class RotationDueGauge:
     report: Callable[[int], None]
 
     async def update(self) -> None:
-        try:
+        """Count the active keys due for rotation once, and report the number."""
+        with tolerate_redis() as call:
             records = await self.store.records()
-        except (RedisError, OSError):
+        if call.failed:
             return  # readiness reports Redis; the gauge keeps its last value
         now = time.time()
         self.report(sum(record.rotation_due(now, self.max_age_days) for record in records))
 
     async def keep_updated(self) -> None:
+        """Run until cancelled: `update` every `ROTATION_SCAN_EVERY_S`."""
         while True:
             await asyncio.sleep(ROTATION_SCAN_EVERY_S)
             await self.update()
@@ -248,30 +262,6 @@ def _cipher(settings: Settings) -> BodyCipher | None:
     return None if path is None else BodyCipher.from_file(path)
 
 
-class BackgroundTasks:
-    """Tasks that live as long as the sidecar; cancelled (and awaited) on the way out."""
-
-    def __init__(self) -> None:
-        self._tasks: list[asyncio.Task[None]] = []
-
-    def start(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        self._tasks.append(asyncio.create_task(coroutine))
-
-    async def cancel_all(self, patience_s: float = 5.0) -> None:
-        """Cancel until every task is done. One cancel is not always enough: on Python 3.11,
-        `asyncio.wait_for` (inside redis-py) can swallow a cancel that lands as its inner
-        future completes (gh-86296), and the task would carry on into its next wait."""
-        deadline = asyncio.get_running_loop().time() + patience_s
-        pending = [task for task in self._tasks if not task.done()]
-        while pending and asyncio.get_running_loop().time() < deadline:
-            for task in pending:
-                task.cancel()
-            _done, still = await asyncio.wait(pending, timeout=0.1)
-            pending = list(still)
-        if pending:
-            log.error("background tasks did not stop", tasks=[t.get_name() for t in pending])
-
-
 def _readiness_checks(
     sidecar: Sidecar, redis: RedisClient, audit_writer: DurableStreamWriter
 ) -> list[ReadinessCheck]:
@@ -287,11 +277,10 @@ def _readiness_checks(
         return f"certificate expired at {certificate.not_after.isoformat()}"
 
     async def redis_answers() -> str | None:
-        try:
+        with tolerate_redis(metrics.redis_errors.inc) as call:
             await redis.ping()
-        except (RedisError, OSError) as exc:
-            metrics.redis_errors.inc()
-            return f"redis unreachable ({type(exc).__name__})"
+        if call.failed:
+            return f"redis unreachable ({type(call.error).__name__})"
         return None
 
     async def not_draining() -> str | None:

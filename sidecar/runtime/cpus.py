@@ -12,6 +12,7 @@ _CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
 def available_cpus(cpu_max: Path = _CPU_MAX) -> int:
+    """The CPUs this process may use: its affinity, capped by the cgroup v2 quota; at least 1."""
     count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     count = count or 1
     try:

@@ -16,6 +16,8 @@ CheckFn = Callable[[], Awaitable[str | None]]
 
 @dataclass(frozen=True, slots=True)
 class ReadinessCheck:
+    """One named `/readyz` check: `run` returns None when ready, else why not."""
+
     name: str
     run: CheckFn
 
@@ -33,6 +35,8 @@ async def readiness(checks: Sequence[ReadinessCheck]) -> tuple[bool, dict[str, s
 
 
 def create_health_app(checks: Sequence[ReadinessCheck], metrics: Metrics) -> web.Application:
+    """The health port's app: `/healthz`, `/readyz` (running `checks`) and `/metrics`."""
+
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 

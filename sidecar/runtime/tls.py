@@ -38,6 +38,7 @@ class Certificate:
     not_after: datetime
 
     def valid_at(self, moment: datetime) -> bool:
+        """True when the certificate has not expired at `moment`."""
         return moment < self.not_after
 
 

@@ -54,6 +54,8 @@ def _worker_main(config_file: str, index: int, metrics_dir: str, allow_python_pa
 
 @dataclass
 class Supervisor:
+    """The parent of `count` workers: starts them, forwards signals, restarts the ones that die."""
+
     config_file: Path
     count: int
     allow_python_parser: bool = False
@@ -64,6 +66,7 @@ class Supervisor:
     metrics_dir: str = ""
 
     def run(self) -> int:
+        """Run the workers until told to stop; the exit code: 1 if they kept dying or one failed."""
         self.metrics_dir = metrics_dir = tempfile.mkdtemp(prefix="sidecar-metrics-")
         # prometheus-client reads this when a worker imports it: every worker writes its
         # values under this directory and reads all of them back for /metrics.

@@ -45,10 +45,11 @@ PubSubOpener: TypeAlias = Callable[[], AbstractAsyncContextManager[PubSub]]
 
 
 def create_redis(settings: RedisSettings) -> RedisClient:
-    """A pooled asyncio client; callers treat any `redis.RedisError` as "Redis unavailable".
+    """A pooled asyncio client; callers treat `storage.failures.REDIS_FAILURES` as
+    "Redis unavailable".
 
-    On a cluster, a call that meets a broken connection or CLUSTERDOWN re-reads the topology
-    and is tried once more, so a call spans at most two round trips, as on one server.
+        On a cluster, a call that meets a broken connection or CLUSTERDOWN re-reads the topology
+        and is tried once more, so a call spans at most two round trips, as on one server.
     """
     timeout = settings.timeout_s
     if settings.cluster:

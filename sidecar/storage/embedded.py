@@ -38,6 +38,7 @@ def find_redis_server() -> str:
 
 
 def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -54,13 +55,16 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
+        """The server's `redis://` URL (database 0)."""
         return f"redis://127.0.0.1:{self.port}/0"
 
     @property
     def running(self) -> bool:
+        """True while the server process is alive."""
         return self._process is not None and self._process.poll() is None
 
     def start(self) -> EmbeddedRedis:
+        """Start the server and wait until it answers."""
         binary = find_redis_server()
         log = open(os.path.join(self._dir.name, "redis.log"), "ab")  # noqa: SIM115
         self._process = subprocess.Popen(  # noqa: S603 - fixed binary and arguments
@@ -104,10 +108,12 @@ class EmbeddedRedis:
         raise RuntimeError(f"redis-server did not answer within {_START_DEADLINE_S}s")
 
     def log_tail(self) -> str:
+        """The last 2000 characters of the server's log, for a failure message."""
         path = Path(self._dir.name) / "redis.log"
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
     def stop(self) -> None:
+        """Stop the server (killed if it does not stop within 10 s); the folder stays."""
         if self._process is None:
             return
         self._process.terminate()
@@ -119,6 +125,7 @@ class EmbeddedRedis:
         self._process = None
 
     def close(self) -> None:
+        """Stop the server and remove its folder."""
         self.stop()
         self._dir.cleanup()
 

@@ -29,19 +29,24 @@ return 0
 
 @dataclass(frozen=True, slots=True)
 class Window:
+    """One subject's count in the current window, and when the window resets."""
+
     limit: int
     count: int
     reset_ms: int
 
     @property
     def exceeded(self) -> bool:
+        """True once the count is over the limit."""
         return self.count > self.limit
 
     @property
     def retry_after(self) -> int:
+        """Whole seconds until the window resets (at least 1)."""
         return max(1, math.ceil(self.reset_ms / 1000))
 
     def headers(self) -> dict[str, str]:
+        """The `RateLimit-Limit`, `-Remaining` and `-Reset` response headers."""
         return {
             "RateLimit-Limit": str(self.limit),
             "RateLimit-Remaining": str(max(0, self.limit - self.count)),
@@ -61,6 +66,7 @@ class RateLimiter:
         self._refund = redis.register_script(_REFUND)
 
     async def hit(self, subject: str) -> Window:
+        """Count one event for `subject` and return its window."""
         count, ttl = await self._script(keys=[self._prefix + subject], args=[self._window_ms])
         return Window(self._rate.requests, int(count), int(ttl))
 
