@@ -43,6 +43,7 @@ class CapturedBody:
 
     @property
     def truncated(self) -> bool:
+        """Whether the body had more bytes than were kept."""
         return self.total > len(self.data)
 
 
@@ -59,12 +60,14 @@ class BodyCapture:
         self._total = 0
 
     def feed(self, chunk: bytes) -> None:
+        """Count `chunk`, and keep what of it fits under the limit."""
         self._total += len(chunk)
         room = self._limit - len(self._buffer)
         if room > 0:
             self._buffer += chunk[:room]
 
     def result(self) -> CapturedBody:
+        """What was kept, and how many bytes were fed in all."""
         return CapturedBody(bytes(self._buffer), self._total)
 
 

@@ -37,6 +37,8 @@ _REDACTED_BYTES = REDACTED.encode("ascii")
 
 @dataclass(frozen=True, slots=True)
 class Screened:
+    """What `screen_body` made of a body: what to forward, what was found, whether all was read."""
+
     body: bytes  # what goes upstream (and is recorded as mapped_body)
     changed: bool  # False: `body` is the bytes object passed in
     findings: tuple[str, ...]
