@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.audit.crypto import BodyCipher, generate_key_line
-from sidecar.audit.record import build_record, capture
+from sidecar.audit.record import capture
 from sidecar.errors import ConfigError
+from tests.audit_exchanges import a_record as recorded
 
 PROPERTY = settings(database=None, deadline=None)
 
@@ -34,7 +35,7 @@ def cipher(tmp_path: Path) -> BodyCipher:
 
 
 def a_record() -> dict[str, object]:
-    return build_record(
+    return recorded(
         ts="2026-11-29T10:00:00.123456Z",
         request_id="req-1",
         method="POST",

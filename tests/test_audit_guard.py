@@ -20,13 +20,13 @@ from sidecar.guard.cards import card_spans, luhn_valid, mask_cards
 from sidecar.guard.credentials import is_credential_name
 from sidecar.guard.jsondoc import parse_pointer
 from sidecar.guard.rules import (
-    MAX_DEPTH,
     GuardResult,
     guard_body,
     is_inspectable,
     redact_bytes,
     redact_text,
 )
+from sidecar.guard.scan import MAX_DEPTH
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -894,11 +894,12 @@ _FAST_ALPHABET = '0123456789 -_abcdeiknoprstwyPASWORDTKEN{}[]":,.\\u%+='
 )
 def test_the_fast_path_only_skips_bodies_the_full_scan_leaves_alone(text: str, kind: str) -> None:
     """Skipping the parse is an optimisation: whenever it skips, the full scan finds nothing."""
-    from sidecar.guard.rules import _redact_any, _Scan, _worth_scanning
+    from sidecar.guard.scan import Scan, worth_scanning
+    from sidecar.guard.textscan import redact_any
 
-    scan = _Scan(cards=True, credentials=True)
-    if _worth_scanning(text, kind, scan):  # type: ignore[arg-type]
+    scan = Scan(cards=True, credentials=True)
+    if worth_scanning(text, kind, scan):  # type: ignore[arg-type]
         return
-    full = _Scan(cards=True, credentials=True)
-    assert _redact_any(text, full, kind, parse_json=True) == text  # type: ignore[arg-type]
+    full = Scan(cards=True, credentials=True)
+    assert redact_any(text, full, kind, parse_json=True) == text  # type: ignore[arg-type]
     assert full.findings == []

@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 from sidecar.audit.record import (
     BodyCapture,
     CapturedBody,
-    build_record,
     capture,
     dumps_record,
     encode_body,
     recordable_headers,
 )
 from sidecar.config import GuardMode
+from tests.audit_exchanges import a_record as recorded
 
 PROPERTY = settings(database=None, deadline=None)
 
@@ -79,7 +79,7 @@ def record(**overrides: Any) -> dict[str, Any]:
         "credentials": "redact",
     }
     arguments.update(overrides)
-    built = build_record(**arguments)
+    built = recorded(**arguments)
     # Whatever it holds, it is one JSON document that reads back as built.
     assert json.loads(dumps_record(built)) == built
     return built

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from sidecar.audit.events import build_event
-from sidecar.audit.record import build_record, capture, dumps_record
+from sidecar.audit.record import capture, dumps_record
 from sidecar.storage.embedded import EmbeddedRedis, free_port
+from tests.audit_exchanges import a_record as recorded
+from tests.audit_exchanges import an_event
 from tests.helpers import sidecar_env, write_config
 from tests.keysupport import Completed, sidecar_cli
 
@@ -40,7 +41,7 @@ class Seeded:
 
 
 def a_record(entry: Seeded) -> dict[str, object]:
-    return build_record(
+    return recorded(
         ts="2026-11-29T10:00:00.123456Z",
         request_id=entry.request_id,
         method="POST",
@@ -195,7 +196,7 @@ async def test_events_tail_follow_on_an_empty_stream_shows_every_new_event(
 ) -> None:
     async with following("events", "tail", "--config", config) as process:
         for n in range(3):
-            event = build_event(
+            event = an_event(
                 "missing_key",
                 request_id=f"follow-{n}",
                 method="GET",
@@ -271,7 +272,7 @@ async def test_events_tail_shows_authentication_events(
     names = ["missing_key", "invalid_secret", "revoked_key", "missing_scope"]
     documents: list[dict[str, Any]] = []
     for n, name in enumerate(names):
-        event = build_event(
+        event = an_event(
             name,
             request_id=f"ev-{n}",
             method="GET",
@@ -386,7 +387,7 @@ async def test_audit_text_output_escapes_what_a_request_carried(
 async def test_events_text_output_escapes_what_a_request_carried(
     config: str, redis_client: aioredis.Redis
 ) -> None:
-    event = build_event(
+    event = an_event(
         "invalid_secret",
         request_id="ev-hostile",
         method="GET",

@@ -68,6 +68,7 @@ class BodyCipher:
         return cls(keys)
 
     def encrypt(self, text: str) -> str:
+        """`text` sealed with the current key (AES-GCM, fresh nonce): a `SEALED_PREFIX` token."""
         nonce = os.urandom(NONCE_BYTES)
         sealed = self._keys[self.key_id].encrypt(nonce, text.encode("utf-8"), _aad(self.key_id))
         return f"{SEALED_PREFIX}{self.key_id}:{base64.b64encode(nonce + sealed).decode('ascii')}"

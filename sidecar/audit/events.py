@@ -7,12 +7,12 @@ from datetime import datetime
 
 import orjson
 
+from sidecar.audit.exchange import Exchange, K
 from sidecar.audit.writer import DurableStreamWriter
+from sidecar.errors import AuthenticationFailed, Rejected
 from sidecar.metrics import Metrics
 
 EVENT_FIELD = "event"
-# Events are written for requests nobody authenticated: what one of them stores is bounded.
-SHOWN_CHARS = 1024
 
 
 _second: tuple[int, str] = (-1, "")
@@ -31,43 +31,38 @@ def timestamp(moment: datetime | None = None) -> str:
     return f"{_second[1]}.{int((now - whole) * 1_000_000):06d}Z"
 
 
-def bounded(text: str, limit: int = SHOWN_CHARS) -> str:
-    """`text`, cut to `limit` characters with a note of how much was left out."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}…(+{len(text) - limit} chars)"
-
-
-def build_event(
-    event: str,
-    *,
-    request_id: str,
-    method: str,
-    path: str,
-    client_ip: str,
-    detail: str,
-    key_id: str | None = None,
-    key_name: str | None = None,
-) -> dict[str, object]:
-    """One event document; it carries a key's public id and name at most, never its secret."""
+def build_event(exchange: Exchange[K], rejection: Rejected) -> dict[str, object]:
+    """The event of a refused `exchange`; it carries a key's public id and name at most, never
+    its secret: the key that failed, else the authenticated one, else an exposed one's id."""
+    assert rejection.event is not None, "only a rejection with an event name has an event"
+    key_id: str | None = None
+    key_name: str | None = None
+    if isinstance(rejection, AuthenticationFailed):
+        key_id, key_name = rejection.key_id, rejection.key_name
+    elif exchange.principal is not None:
+        key_id, key_name = exchange.principal.key_id, exchange.principal.name
+    else:
+        key_id = exchange.exposed_key_id
     document: dict[str, object] = {
         "v": 1,
         "ts": timestamp(),
-        "event": event,
-        "request_id": request_id,
-        "method": method,
-        "path": path,
-        "client_ip": client_ip,
+        "event": rejection.event,
+        "request_id": exchange.request_id,
+        "method": exchange.method,
+        "path": exchange.shown_path,
+        "client_ip": exchange.client_ip,
     }
     if key_id is not None:
         document["key_id"] = key_id
     if key_name is not None:
         document["key_name"] = key_name
-    document["detail"] = detail
+    document["detail"] = rejection.detail
     return document
 
 
 class EventLog:
+    """The events stream as the request path sees it: count, queue, never wait."""
+
     def __init__(self, writer: DurableStreamWriter, metrics: Metrics) -> None:
         self._writer = writer
         self._metrics = metrics

@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -20,12 +21,17 @@ from sidecar.guard.cards import mask_cards
 from sidecar.guard.credentials import CREDENTIAL_HEADERS, is_credential_name
 from sidecar.guard.rules import redact_bytes, redact_text
 
+if TYPE_CHECKING:
+    from sidecar.audit.exchange import Exchange, K
+
 SCHEMA_VERSION = 1
 UTF8 = "utf-8"
 BASE64 = "base64"
 _FORM = "application/x-www-form-urlencoded"
 # The longest a UTF-8 sequence can lack at the end of a capture: a 4-byte one cut after 3.
 _MAX_CUT = 3
+# Events and records of requests nobody authenticated: what one of them stores is bounded.
+SHOWN_CHARS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +43,7 @@ class CapturedBody:
 
     @property
     def truncated(self) -> bool:
+        """Whether the body had more bytes than were kept."""
         return self.total > len(self.data)
 
 
@@ -53,13 +60,22 @@ class BodyCapture:
         self._total = 0
 
     def feed(self, chunk: bytes) -> None:
+        """Count `chunk`, and keep what of it fits under the limit."""
         self._total += len(chunk)
         room = self._limit - len(self._buffer)
         if room > 0:
             self._buffer += chunk[:room]
 
     def result(self) -> CapturedBody:
+        """What was kept, and how many bytes were fed in all."""
         return CapturedBody(bytes(self._buffer), self._total)
+
+
+def bounded(text: str, limit: int = SHOWN_CHARS) -> str:
+    """`text`, cut to `limit` characters with a note of how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…(+{len(text) - limit} chars)"
 
 
 def capture(data: bytes, limit: int) -> CapturedBody:
@@ -111,66 +127,61 @@ def recordable_headers(
 
 
 def build_record(
+    exchange: Exchange[K],
     *,
     ts: str,
-    request_id: str,
-    method: str,
-    path: str,
-    query: str,
-    client_ip: str,
-    key_name: str | None,
-    key_id: str | None,
-    scopes: Sequence[str],
-    request_headers: Mapping[str, str],
-    raw_body: CapturedBody,
-    mapped_body: CapturedBody | None,
-    response_status: int,
-    response_headers: Mapping[str, str],
-    response_body: CapturedBody,
+    response_headers: Iterable[tuple[str, str]],
     duration_ms: float,
-    upstream_ms: float | None,
     card_numbers: str,
     credentials: str,
-    request_screened: bool = False,
-    request_inspected: bool = True,
+    key_header: str | None = None,
 ) -> dict[str, object]:
-    """The SPEC §7 record; `mapped_body` None means the body was forwarded as received.
+    """The SPEC §7 record of an audited exchange (one whose `captures` are set).
 
-    `request_inspected` (recorded as `request.inspected`, SPEC §14): whether the data guard
-    read the whole request body. When it did not, `mapped_body` is the forwarded bytes exactly,
-    unmasked: the record must not show a masked body the upstream never got.
-
-    `request_screened`: the data guard already read the whole request body with these modes
-    and found nothing, so masking it again would only cost time (a truncated capture is still
-    masked: its scan can differ from the guard's).
+    `captures.mapped` None means the body was forwarded as received. `captures.inspected`
+    (recorded as `request.inspected`, SPEC §14): whether the data guard read the whole request
+    body. When it did not, `mapped_body` is the forwarded bytes exactly, unmasked: the record
+    must not show a masked body the upstream never got. `captures.screened`: the data guard
+    already read the whole request body with these modes and found nothing, so masking it again
+    would only cost time (a truncated capture is still masked: its scan can differ from the
+    guard's).
 
     The guard's masking (`card_numbers`, `credentials` modes other than off) is applied to both
-    request bodies, to the response body, and to the path and query; headers are filtered
-    again here, so a caller that forgot `recordable_headers` still leaks no credential header.
+    request bodies, to the response body, and to the path and query. Headers go through
+    `recordable_headers` (with `key_header`), so no credential header enters a record. With no
+    authenticated key, anyone may have sent it: the path and query are `bounded`.
     """
+    captures = exchange.captures
+    assert captures is not None, "only an audited exchange has a record"
+    raw_body, response_body = captures.request.result(), captures.response.result()
     masking = _Masking(
         card_numbers=card_numbers,
         credentials=credentials,
-        request_clean=request_screened and not raw_body.truncated,
-        mapped_verbatim=not request_inspected,
+        request_clean=captures.screened and not raw_body.truncated,
+        mapped_verbatim=not captures.inspected,
     )
-    request_headers = recordable_headers(request_headers.items(), None)
-    response_headers = recordable_headers(response_headers.items(), None)
+    request_headers = recordable_headers(exchange.request_headers, key_header)
+    response_recorded = recordable_headers(response_headers, key_header)
     raw_text, mapped_text, encoding = masking.request_bodies(
-        raw_body, mapped_body, request_headers.get("content-type")
+        raw_body, captures.mapped, request_headers.get("content-type")
     )
-    response_text = masking.body(response_body, response_headers.get("content-type"))
+    response_text = masking.body(response_body, response_recorded.get("content-type"))
+    principal = exchange.principal
+    path, query = exchange.path, exchange.query
+    if principal is None:
+        path, query = bounded(path), bounded(query)
+    upstream_seconds = exchange.upstream_seconds
     return {
         "v": SCHEMA_VERSION,
         "ts": ts,
-        "request_id": request_id,
-        "method": method,
+        "request_id": exchange.request_id,
+        "method": exchange.method,
         "path": masking.path(path),
         "query": masking.query(query),
-        "client_ip": client_ip,
-        "key_name": key_name,
-        "key_id": key_id,
-        "scopes": list(scopes),
+        "client_ip": exchange.client_ip,
+        "key_name": principal.name if principal else None,
+        "key_id": principal.key_id if principal else None,
+        "scopes": list(principal.scopes) if principal else [],
         "request": {
             "headers": request_headers,
             "raw_body": raw_text,
@@ -178,17 +189,17 @@ def build_record(
             "body_encoding": encoding,
             "body_truncated": raw_body.truncated,
             "body_bytes": raw_body.total,
-            "inspected": request_inspected,
+            "inspected": captures.inspected,
         },
         "response": {
-            "status": response_status,
-            "headers": response_headers,
+            "status": exchange.status,
+            "headers": response_recorded,
             "body": response_text,
             "body_truncated": response_body.truncated,
             "body_bytes": response_body.total,
         },
         "duration_ms": _milliseconds(duration_ms),
-        "upstream_ms": None if upstream_ms is None else _milliseconds(upstream_ms),
+        "upstream_ms": None if upstream_seconds is None else _milliseconds(upstream_seconds * 1000),
     }
 
 

@@ -31,6 +31,8 @@ class SpoolFull(Exception):
 
 @dataclass(frozen=True, slots=True)
 class SpooledRecord:
+    """One document waiting for Redis, numbered per writer so a replay appends it once."""
+
     writer_id: str
     seq: int
     document: bytes
@@ -44,10 +46,13 @@ class SpoolBudget:
         self.used = 0
 
     def has_room(self, extra: int = 0) -> bool:
+        """Whether `extra` more bytes stay under the budget."""
         return self.used + extra < self.max_bytes
 
 
 class Spool:
+    """Records Redis has not acknowledged, fsync'd to segment files in `directory`."""
+
     def __init__(self, directory: Path, budget: SpoolBudget) -> None:
         self.directory = directory
         self.budget = budget
@@ -60,13 +65,16 @@ class Spool:
 
     @property
     def size(self) -> int:
+        """Bytes held on disk by this spool's segments."""
         return self._bytes
 
     @property
     def empty(self) -> bool:
+        """Whether no segment is left to replay."""
         return not self._segments
 
     def has_room(self, extra: int = 0) -> bool:
+        """Whether `extra` more bytes fit in the shared budget."""
         return self.budget.has_room(extra)
 
     def append(self, records: list[SpooledRecord]) -> None:
@@ -119,6 +127,7 @@ class Spool:
         return path
 
     def oldest(self) -> Path | None:
+        """The first segment to replay, or None."""
         return self._segments[0] if self._segments else None
 
     def read(self, segment: Path) -> Iterator[SpooledRecord]:
@@ -141,6 +150,7 @@ class Spool:
                 yield record
 
     def remove(self, segment: Path) -> None:
+        """Delete a replayed segment (fsync'd) and give its bytes back to the budget."""
         size = segment.stat().st_size
         segment.unlink()
         _fsync_directory(self.directory)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable
 
 from sidecar.audit.crypto import BodyCipher
 from sidecar.audit.events import timestamp
-from sidecar.audit.record import CapturedBody, build_record, dumps_record, recordable_headers
+from sidecar.audit.exchange import Exchange, K
+from sidecar.audit.record import build_record, dumps_record
 from sidecar.audit.writer import DurableStreamWriter
 from sidecar.config import Settings
 from sidecar.metrics import Metrics
@@ -15,6 +17,8 @@ RECORD_FIELD = "record"
 
 
 class AuditTrail:
+    """Where the request path sends its records: refuses early when full, never blocks."""
+
     def __init__(
         self,
         settings: Settings,
@@ -36,50 +40,16 @@ class AuditTrail:
         self._metrics.audit_records.labels("rejected").inc()
         return False
 
-    def record(
-        self,
-        *,
-        request_id: str,
-        method: str,
-        path: str,
-        query: str,
-        client_ip: str,
-        key_name: str | None,
-        key_id: str | None,
-        scopes: Sequence[str],
-        request_headers: Sequence[tuple[str, str]],
-        raw_body: CapturedBody,
-        mapped_body: CapturedBody | None,
-        status: int,
-        response_headers: Sequence[tuple[str, str]],
-        response_body: CapturedBody,
-        duration_ms: float,
-        upstream_ms: float | None,
-        request_screened: bool = False,
-        request_inspected: bool = True,
-    ) -> None:
+    def record(self, exchange: Exchange[K], response_headers: Iterable[tuple[str, str]]) -> None:
+        """Build, encrypt (when configured) and queue the record of an audited `exchange`."""
         document = build_record(
+            exchange,
             ts=timestamp(),
-            request_id=request_id,
-            method=method,
-            path=path,
-            query=query,
-            client_ip=client_ip,
-            key_name=key_name,
-            key_id=key_id,
-            scopes=scopes,
-            request_headers=recordable_headers(request_headers, self._key_header),
-            raw_body=raw_body,
-            mapped_body=mapped_body,
-            response_status=status,
-            response_headers=recordable_headers(response_headers, self._key_header),
-            response_body=response_body,
-            duration_ms=round(duration_ms, 3),
-            upstream_ms=None if upstream_ms is None else round(upstream_ms, 3),
+            response_headers=response_headers,
+            duration_ms=(time.perf_counter() - exchange.started) * 1000,
             card_numbers=self._cards,
             credentials=self._credentials,
-            request_screened=request_screened,
-            request_inspected=request_inspected,
+            key_header=self._key_header,
         )
         if self._cipher is not None:
             document = self._cipher.encrypt_record(document)

@@ -60,6 +60,8 @@ class WriterHooks:
 
 @dataclass
 class DurableStreamWriter:
+    """Appends documents to a Redis Stream off the request path; spools them while it cannot."""
+
     redis: RedisClient
     stream: str
     field_name: str
@@ -90,6 +92,7 @@ class DurableStreamWriter:
         return len(self._queue) < self.max_queue and self.spool.has_room()
 
     def submit(self, document: bytes) -> bool:
+        """Queue `document` for writing; False (nothing queued) when the memory queue is full."""
         if len(self._queue) >= self.max_queue:
             return False
         self._seq += 1
@@ -101,9 +104,11 @@ class DurableStreamWriter:
 
     @property
     def depth(self) -> int:
+        """Documents waiting in memory."""
         return len(self._queue)
 
     async def run(self) -> None:
+        """Write queued and spooled documents until cancelled; never returns otherwise."""
         while True:
             if self.spool.empty and not self._queue:
                 self._update_idle()

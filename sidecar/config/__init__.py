@@ -1,5 +1,6 @@
 """Configuration: the typed, frozen settings (`settings`), how they are loaded from YAML and
-the environment (`load`), and the Redis URL forms they accept (`redis_urls`).
+the environment (`load`), and the Redis URL forms they accept (`redis_urls`); `routes` and
+`section` hold the route sections and the shapes the sections share.
 
 Part of the foundation: imports nothing of sidecar's but `sidecar.errors`.
 """
@@ -11,11 +12,12 @@ from sidecar.config.load import (
     load_config,
     load_settings,
 )
+from sidecar.config.routes import Route, RouteMap
+from sidecar.config.section import SCOPE_SHAPE
 from sidecar.config.settings import (
     CONFIG_ENV,
     ENV_DELIMITER,
     ENV_PREFIX,
-    SCOPE_SHAPE,
     Argon2,
     Audit,
     DataGuard,
@@ -29,8 +31,6 @@ from sidecar.config.settings import (
     Rate,
     RateLimits,
     Redis,
-    Route,
-    RouteMap,
     Settings,
     Shutdown,
     Tls,

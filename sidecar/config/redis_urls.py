@@ -35,6 +35,7 @@ class SentinelUrl:
 
 
 def is_sentinel_url(url: str) -> bool:
+    """Whether `url` names Redis through Sentinel (`redis+sentinel://`)."""
     return urlsplit(url).scheme == SENTINEL_SCHEME
 
 

@@ -1,19 +1,17 @@
 """The typed, frozen settings: one model per section, validated field by field.
 
-Built only by `sidecar.config.load`; everything else receives a `Settings` and never reads
-the environment or the file itself.
+The routes' sections are in `sidecar.config.routes`, the shapes they share in
+`sidecar.config.section`. Built only by `sidecar.config.load`; everything else receives a
+`Settings` and never reads the environment or the file itself.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -27,36 +25,27 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from yarl import URL
 
 from sidecar.config.redis_urls import check_redis_url
+from sidecar.config.routes import Route
+from sidecar.config.section import TOKEN, Section, check_ip
 
 ENV_PREFIX = "SIDECAR_"
 ENV_DELIMITER = "__"
 CONFIG_ENV = "SIDECAR_CONFIG"
 DEFAULT_CONFIG_PATH = Path("sidecar.yaml")
 
-# A scope (SPEC §14): `resource:action`, `resource:*` or `*`, at most 64 characters of
-# [A-Za-z0-9._:-*]. Anchored with `\Z`, not `$`: `$` also matches before a trailing newline,
-# and `.match` would let `orders:read\n` through.
-SCOPE_SHAPE = re.compile(r"(?=.{1,64}\Z)(?:\*|[A-Za-z0-9._-]+:(?:\*|[A-Za-z0-9._-]+))\Z")
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 9110 token: header and method names
 
+class Listen(Section):
+    """`listen`: the proxy port's address."""
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def _check_ip(value: str) -> str:
-    ipaddress.ip_address(value)  # raises ValueError with a readable message
-    return value
-
-
-class Listen(_Section):
     address: str = "0.0.0.0"
     port: int = Field(8443, ge=0, le=65535)  # 0: any free port (tests, demo)
 
-    _address = field_validator("address")(_check_ip)
+    _address = field_validator("address")(check_ip)
 
 
-class Tls(_Section):
+class Tls(Section):
+    """`tls`: the proxy port's certificate and minimum TLS version."""
+
     cert_file: Path | None = None
     key_file: Path | None = None
     min_version: Literal["1.2", "1.3"] = "1.2"
@@ -70,7 +59,9 @@ class Tls(_Section):
         )
 
 
-class Hsts(_Section):
+class Hsts(Section):
+    """`hsts`: the Strict-Transport-Security header every response carries."""
+
     max_age: NonNegativeInt = 31536000
     include_subdomains: bool = True
     preload: bool = False
@@ -83,14 +74,18 @@ class Hsts(_Section):
         return self
 
 
-class Health(_Section):
+class Health(Section):
+    """`health`: the plain-HTTP port of /healthz, /readyz and /metrics."""
+
     address: str = "0.0.0.0"
     port: int = Field(8081, ge=0, le=65535)
 
-    _address = field_validator("address")(_check_ip)
+    _address = field_validator("address")(check_ip)
 
 
-class Upstream(_Section):
+class Upstream(Section):
+    """`upstream`: the service requests are forwarded to, and how."""
+
     url: str | None = None
     connect_timeout_s: PositiveFloat = 5
     timeout_s: PositiveFloat = 60
@@ -110,7 +105,7 @@ class Upstream(_Section):
         return value
 
 
-class Redis(_Section):
+class Redis(Section):
     """One server, a Sentinel-managed master or a cluster: the URL forms are in `redis_url`."""
 
     cluster: bool = False  # before `url`, whose check depends on it
@@ -128,13 +123,17 @@ class Redis(_Section):
         return value
 
 
-class Argon2(_Section):
+class Argon2(Section):
+    """`keys.argon2`: the cost of hashing a key's secret."""
+
     time_cost: int = Field(2, ge=1, le=20)
     memory_cost: int = Field(19456, ge=8, le=4 * 1024 * 1024)
     parallelism: int = Field(1, ge=1, le=16)
 
 
-class Keys(_Section):
+class Keys(Section):
+    """`keys`: the key format, the credential header, the cache of verified keys."""
+
     prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{0,15}$")] = "sk"
     environment: Annotated[str, Field(pattern=r"^[a-z0-9]{1,16}$")] = "live"
     header: str | None = None
@@ -148,88 +147,23 @@ class Keys(_Section):
     def _header_name(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not _TOKEN.match(value):
+        if not TOKEN.match(value):
             raise ValueError("must be an HTTP header name")
         if value.lower() in ("authorization", "host", "cookie", "connection"):
             raise ValueError(f"{value!r} cannot carry the API key")
         return value.lower()
 
 
-class RouteMap(_Section):
-    drop: list[str] = []
-    rename: dict[str, str] = {}
+class Rate(Section):
+    """A rate: `requests` per `per_seconds`."""
 
-    @field_validator("drop")
-    @classmethod
-    def _pointers(cls, value: list[str]) -> list[str]:
-        for pointer in value:
-            _check_pointer(pointer)
-        return value
-
-    @field_validator("rename")
-    @classmethod
-    def _pointer_pairs(cls, value: dict[str, str]) -> dict[str, str]:
-        for source, target in value.items():
-            _check_pointer(source)
-            _check_pointer(target)
-        return value
-
-
-def _check_pointer(pointer: str) -> None:
-    if not pointer.startswith("/"):
-        raise ValueError(f"{pointer!r} is not a JSON Pointer (RFC 6901): it must start with '/'")
-
-
-class Route(_Section):
-    path: str
-    methods: list[str] | None = None  # None: every method
-    scopes: list[str] = []
-    public: bool = False
-    map: RouteMap | None = None
-
-    @field_validator("path")
-    @classmethod
-    def _glob(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must start with '/'")
-        for segment in value.split("/")[1:]:
-            if "**" in segment and segment != "**":
-                raise ValueError("'**' must be a whole segment")
-        return value
-
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        if not value:
-            raise ValueError("must list at least one method (omit it to allow every method)")
-        for method in value:
-            if not _TOKEN.match(method):
-                raise ValueError(f"{method!r} is not an HTTP method")
-        return [method.upper() for method in value]
-
-    @field_validator("scopes")
-    @classmethod
-    def _scopes(cls, value: list[str]) -> list[str]:
-        for scope in value:
-            if not SCOPE_SHAPE.match(scope):
-                raise ValueError(f"{scope!r} is not a scope: use resource:action, resource:* or *")
-        return value
-
-    @model_validator(mode="after")
-    def _public_has_no_scopes(self) -> Route:
-        if self.public and self.scopes:
-            raise ValueError("a public route takes no scopes: nobody presents a key to it")
-        return self
-
-
-class Rate(_Section):
     requests: PositiveInt
     per_seconds: PositiveFloat
 
 
-class RateLimits(_Section):
+class RateLimits(Section):
+    """`rate_limits`: per key; per address for failed authentication and keyless requests."""
+
     per_key: Rate | None = None
     failed_auth_per_ip: Rate | None = Rate(requests=20, per_seconds=60)
     # Requests that need no key (public routes, and those no route matches) still cost an
@@ -240,7 +174,9 @@ class RateLimits(_Section):
 GuardMode = Literal["redact", "reject", "off"]
 
 
-class DataGuard(_Section):
+class DataGuard(Section):
+    """`data_guard`: what is done with card numbers and credential fields in request bodies."""
+
     card_numbers: GuardMode = "redact"
     credentials: GuardMode = "redact"
     # Inspecting means holding the whole body: textual bodies above this are refused (413)
@@ -249,10 +185,13 @@ class DataGuard(_Section):
 
     @property
     def active(self) -> bool:
+        """Whether either kind is looked for."""
         return self.card_numbers != "off" or self.credentials != "off"
 
 
-class Audit(_Section):
+class Audit(Section):
+    """`audit`: the streams, retention, body capture, spool and encryption of the audit trail."""
+
     stream: Annotated[str, Field(min_length=1)] = "sidecar:audit"
     events_stream: Annotated[str, Field(min_length=1)] = "sidecar:auth-events"
     retention_days: PositiveInt = 90
@@ -262,7 +201,9 @@ class Audit(_Section):
     encryption_key_file: Path | None = None
 
 
-class Limits(_Section):
+class Limits(Section):
+    """`limits`: sizes, timeouts and connection counts of the proxy port."""
+
     max_body_bytes: PositiveInt = 10485760
     max_header_bytes: int = Field(16384, ge=1024, le=1048576)
     header_timeout_s: PositiveFloat = 10
@@ -274,12 +215,16 @@ class Limits(_Section):
     headers_with_underscores: Literal["drop", "reject", "allow"] = "drop"
 
 
-class Shutdown(_Section):
+class Shutdown(Section):
+    """`shutdown`: how long SIGTERM drains, then how long requests in flight may finish."""
+
     drain_s: NonNegativeFloat = 5
     grace_s: NonNegativeFloat = 25
 
 
-class Log(_Section):
+class Log(Section):
+    """`log`: level and format of the process's log lines."""
+
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
 
@@ -321,5 +266,6 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment first, then the YAML document (given as init arguments): env wins."""
         # The YAML document arrives as init kwargs; the environment wins over it.
         return env_settings, init_settings

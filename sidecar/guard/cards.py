@@ -104,19 +104,6 @@ def mask_cards(text: str) -> tuple[str, bool]:
     return "".join(pieces), True
 
 
-def mask_number(number: str) -> str:
-    """Every digit but the last four replaced by '*'; separators and everything else kept."""
-    remaining = sum("0" <= char <= "9" for char in number)
-    masked = []
-    for char in number:
-        if "0" <= char <= "9":
-            masked.append(char if remaining <= KEPT_DIGITS else MASK)
-            remaining -= 1
-        else:
-            masked.append(char)
-    return "".join(masked)
-
-
 def _cards(text: str, *, rescan_kept: bool) -> Iterator[Card]:
     if _LONG_ENOUGH.search(text) is None:
         return

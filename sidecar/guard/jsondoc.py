@@ -109,6 +109,7 @@ def escape_token(token: str) -> str:
 
 
 def pointer(tokens: Iterable[str]) -> str:
+    """The JSON Pointer (RFC 6901) of these reference tokens."""
     return "".join("/" + escape_token(token) for token in tokens)
 
 

@@ -27,12 +27,15 @@ _IDENTITY_CTE = frozenset({"", "7bit", "8bit", "binary"})
 
 @dataclass(frozen=True, slots=True)
 class Part:
+    """One part of a multipart body: its headers and where its content lies in the body."""
+
     headers: dict[str, str]  # names lower-cased; a repeated header keeps its last value
     start: int  # the content's first byte in the body
     end: int  # one past its last byte
 
     @property
     def content_type(self) -> str | None:
+        """The part's Content-Type, if it has one."""
         return self.headers.get("content-type")
 
     @property
@@ -50,6 +53,7 @@ class Part:
 
 
 def boundary(content_type: str | None) -> str:
+    """The boundary a multipart Content-Type declares; raises `Undecodable` without a usable one."""
     message = Message()
     message["content-type"] = content_type or ""
     value = message.get_boundary()
@@ -59,6 +63,7 @@ def boundary(content_type: str | None) -> str:
 
 
 def split(body: bytes, boundary_text: str) -> list[Part]:
+    """The parts of a multipart `body`; raises `Undecodable` when it is not framed as declared."""
     delimiter = b"--" + boundary_text.encode("latin-1")
     if body.startswith(delimiter):
         position = len(delimiter)

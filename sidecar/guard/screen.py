@@ -26,15 +26,8 @@ from sidecar.errors import UninspectableBody
 from sidecar.guard import inflate, multipart, sniff
 from sidecar.guard.cards import mask_cards_in_bytes
 from sidecar.guard.credentials import REDACTED, finding_label, is_credential_name
-from sidecar.guard.rules import (
-    CARD_FINDING,
-    CREDENTIAL_FINDING,
-    MAX_DEPTH,
-    BodyKind,
-    enforce,
-    guard_body,
-    guard_str,
-)
+from sidecar.guard.rules import guard_body, guard_str
+from sidecar.guard.scan import CARD_FINDING, CREDENTIAL_FINDING, MAX_DEPTH, BodyKind, enforce
 
 MAX_MULTIPART_NESTING = 3
 JSON = "application/json"
@@ -44,6 +37,8 @@ _REDACTED_BYTES = REDACTED.encode("ascii")
 
 @dataclass(frozen=True, slots=True)
 class Screened:
+    """What `screen_body` made of a body: what to forward, what was found, whether all was read."""
+
     body: bytes  # what goes upstream (and is recorded as mapped_body)
     changed: bool  # False: `body` is the bytes object passed in
     findings: tuple[str, ...]

@@ -53,11 +53,14 @@ class Undecodable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
+    """A body's text, and how to turn (masked) text back into bytes the way the body came."""
+
     text: str
     codec: str  # AS_IS, or the Python codec name to encode the text back with
     bom: bytes  # the byte-order mark the body began with (kept when re-encoding)
 
     def encode(self, text: str) -> bytes:
+        """`text` encoded as the body was (its codec and byte-order mark)."""
         if self.codec == AS_IS:
             return self.bom + text.encode("utf-8", "surrogateescape")
         try:

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from urllib.parse import unquote_plus
 
 import aiohttp
 from aiohttp import web
 
-from sidecar.audit.record import BodyCapture, CapturedBody
+from sidecar.audit.exchange import Captures
+from sidecar.audit.record import capture
 from sidecar.config import DataGuard, RouteMap
 from sidecar.errors import BodyTooLarge, KeyInHeader
 from sidecar.guard.screen import screen_body
@@ -35,19 +36,6 @@ from sidecar.proxy.screening import MisplacedKey
 from sidecar.proxy.upstream import Capture, LimitedBody, body_chunks
 
 INLINE_INSPECT_BYTES = 64 * 1024
-
-
-@dataclass(slots=True)
-class Captures:
-    """What the audit record will hold of this exchange's bodies."""
-
-    limit: int  # audit.max_body_bytes
-    request: BodyCapture
-    response: BodyCapture
-    mapped: CapturedBody | None = None  # None: forwarded exactly as received
-    screened: bool = False  # the guard read the whole body and found nothing to mask
-    inspected: bool = True  # False: the guard did not read the whole body (see notes)
-    notes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +75,7 @@ async def prepare_request_body(
     body_timeout_s: float,
     captures: Captures,
 ) -> Outgoing:
+    """The body to forward: streamed, or read whole and screened by the data guard (above)."""
     if not request.body_exists:
         return Outgoing(None, rewritten=False)
     content_type = request.headers.get("Content-Type")
@@ -98,7 +87,7 @@ async def prepare_request_body(
     kind = declared_kind(media_type(content_type))
     if not (guard.active or route_map is not None) or not (reject or kind or not content_type):
         captures.inspected = False
-        captures.notes["guard"] = "not inspected: " + (
+        captures.note = "not inspected: " + (
             "data guard off" if not guard.active else f"{media_type(content_type)} streamed"
         )
         return streamed
@@ -112,7 +101,7 @@ async def prepare_request_body(
         for chunk in chunks:
             captures.request.feed(chunk)
         captures.inspected = False
-        captures.notes["guard"] = f"not inspected: untyped body over {limit} bytes"
+        captures.note = f"not inspected: untyped body over {limit} bytes"
         rest = _HeldThenStreamed(
             chunks, request.content, max_body, timeout_s=body_timeout_s, capture=captures.request
         )
@@ -142,12 +131,10 @@ async def prepare_request_body(
     captures.inspected = result.inspected
     captures.screened = result.inspected and not result.findings
     if result.note is not None:
-        captures.notes["guard"] = result.note
+        captures.note = result.note
     if not result.changed:
         return Outgoing(data, rewritten=False)
-    mapped = BodyCapture(captures.limit)
-    mapped.feed(result.body)
-    captures.mapped = mapped.result()
+    captures.mapped = capture(result.body, captures.limit)
     return Outgoing(result.body, rewritten=True)
 
 

@@ -117,6 +117,7 @@ def request_id(client_value: str | None) -> str:
 
 
 def hsts_value(hsts: Hsts) -> str:
+    """The Strict-Transport-Security header value for these settings."""
     value = f"max-age={hsts.max_age}"
     if hsts.include_subdomains:
         value += "; includeSubDomains"

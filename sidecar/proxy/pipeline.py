@@ -1,7 +1,8 @@
 """The proxy port's request path, in the order of SPEC §2.
 
-One handler for every request: request id, limits, route, (authentication), forward, then
-one log line and the metrics. Every response leaves through `_decorate`, so each one carries
+One handler for every request: an `Exchange` is made (request id, client address), `_serve`
+runs the steps in order, then the audit record, one log line and the metrics are made from
+the exchange. Every response leaves through `_decorate`, so each one carries
 HSTS, `X-Request-Id` and `nosniff`; the parser-level 400s aiohttp builds itself get the same
 headers in `sidecar.proxy.hardened`.
 """
@@ -10,18 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import format_datetime
 
 import structlog
 from aiohttp import web
 
-from sidecar.audit.events import EventLog, bounded, build_event
-from sidecar.audit.record import BodyCapture
+from sidecar.audit.events import EventLog, build_event
+from sidecar.audit.exchange import Captures, Exchange
+from sidecar.audit.record import BodyCapture, bounded
 from sidecar.audit.trail import AuditTrail
 from sidecar.config import Settings
 from sidecar.errors import (
-    AuthenticationFailed,
     BadRequest,
     Draining,
     InternalError,
@@ -33,15 +34,11 @@ from sidecar.errors import (
 from sidecar.keys.authenticator import Authenticator, Principal
 from sidecar.keys.format import mask_keys
 from sidecar.metrics import Metrics
-from sidecar.proxy.bodies import Captures, prepare_request_body
-from sidecar.proxy.headers import (
-    REQUEST_ID_HEADER,
-    client_address,
-    request_id,
-)
-from sidecar.proxy.paths import NonCanonicalPath
+from sidecar.proxy.bodies import Outgoing, prepare_request_body
+from sidecar.proxy.headers import REQUEST_ID_HEADER, client_address, request_id
+from sidecar.proxy.paths import NonCanonicalPath, PathReading
 from sidecar.proxy.problems import problem_response
-from sidecar.proxy.routes import UNMATCHED, RouteTable, missing_scopes
+from sidecar.proxy.routes import UNMATCHED, CompiledRoute, RouteTable, missing_scopes
 from sidecar.proxy.screening import MisplacedKey, RequestScreen
 from sidecar.proxy.upstream import UpstreamAborted, UpstreamClient
 
@@ -55,21 +52,6 @@ class Lifecycle:
 
     draining: bool = False  # SIGTERM seen: not ready, ask clients to reconnect elsewhere
     closed: bool = False  # drain window over: answer what still arrives with 503
-
-
-@dataclass(slots=True)
-class Exchange:
-    """What one request accumulates on its way through, for the log line and metrics."""
-
-    request_id: str
-    client_ip: str
-    shown_path: str  # for events and the log line: bounded, keys masked
-    route: str = UNMATCHED
-    principal: Principal | None = None
-    captures: Captures | None = None  # set once the request is to be audited
-    status: int = 500
-    upstream_seconds: float | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -110,80 +92,126 @@ class Pipeline:
         self._routes = routes
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        started = time.perf_counter()
+        """Answer one request: served, or refused with a problem; then recorded and logged."""
         peer = request.remote or ""
         client_ip, forwarded_for = client_address(
             peer, request.headers.getall("X-Forwarded-For", ()), self._trusted
         )
-        exchange = Exchange(
+        path = request.rel_url.path
+        exchange: Exchange[Principal] = Exchange(
             request_id=request_id(request.headers.get(REQUEST_ID_HEADER)),
+            method=request.method,
             client_ip=client_ip,
-            shown_path=bounded(request.rel_url.path),
+            path=path,
+            shown_path=bounded(path),
+            started=time.perf_counter(),
+            route=UNMATCHED,
         )
         try:
             response = await self._serve(request, exchange, forwarded_for)
         except Rejected as exc:
             response = self._decorate(problem_response(exc, exchange.request_id), exchange)
-            exchange.extra["reason"] = exc.event or exc.detail
+            exchange.reason = exc.event or exc.detail
             if exc.event is not None:
-                self._emit(request, exchange, exc)
+                self._events.emit(build_event(exchange, exc))
         except (asyncio.CancelledError, ConnectionResetError):
             # The client went away: aiohttp cancels the handler, or writing to it fails. What
             # already reached the upstream is still recorded: 499, "client closed request".
             exchange.status = CLIENT_GONE
-            self._record(request, exchange, None, started)
-            self._finish(request, exchange, started)
+            self._record(exchange, None)
+            self._finish(exchange)
             raise
         except UpstreamAborted as exc:
             exchange.status = 502
-            exchange.extra["aborted"] = str(exc)
-            self._record(request, exchange, None, started)
-            self._finish(request, exchange, started)
+            exchange.aborted = str(exc)
+            self._record(exchange, None)
+            self._finish(exchange)
             raise
         except Exception:
             self._log.exception("unhandled error", request_id=exchange.request_id)
             failure = InternalError("the sidecar failed to handle this request")
             response = self._decorate(problem_response(failure, exchange.request_id), exchange)
         exchange.status = response.status
-        self._record(request, exchange, response, started)
-        self._finish(request, exchange, started)
+        self._record(exchange, response)
+        self._finish(exchange)
         return response
 
     async def _serve(
-        self, request: web.BaseRequest, exchange: Exchange, forwarded_for: str
+        self, request: web.BaseRequest, exchange: Exchange[Principal], forwarded_for: str
     ) -> web.StreamResponse:
-        client_ip = exchange.client_ip
+        """The steps of SPEC §2 in order: each adds to `exchange` or raises `Rejected`."""
+        self._refuse_when_closed()
+        self._screen.screen_head(request)
+        reading = self._screen.read(request)
+        await self._refuse_misplaced_key(self._screen.misplaced_key(request, reading), exchange)
+        route = self._route(request, reading)
+        await self._limit_unauthenticated(route, exchange)
+        route = self._refuse_unrouted(route, exchange)
+        if not route.public:
+            await self._authenticate(request, exchange)
+            await self._authorize(route, exchange)
+        self._admit_to_audit(request, exchange)
+        outgoing = await self._prepare_body(request, route, exchange)
+        return await self._forward(request, exchange, outgoing, forwarded_for)
+
+    def _refuse_when_closed(self) -> None:
+        """After the drain window, answer whatever still arrives with 503."""
         if self._lifecycle.closed:
             raise Draining("the sidecar is shutting down; retry", retry_after=1)
-        reading = self._screen.read(request)
-        misplaced = self._screen.misplaced_key(request, reading)
-        if misplaced is not None:
-            await self._refuse_misplaced_key(misplaced, exchange)
 
+    def _route(self, request: web.BaseRequest, reading: PathReading) -> CompiledRoute | None:
+        """The route every reading of the path selects (None: no route); 400 when they differ."""
         try:
-            route = self._routes.match_reading(request.method, reading)
+            return self._routes.match_reading(request.method, reading)
         except NonCanonicalPath as exc:
             raise BadRequest(str(exc)) from None
+
+    async def _limit_unauthenticated(
+        self, route: CompiledRoute | None, exchange: Exchange[Principal]
+    ) -> None:
+        """A public route, or none, counts against `rate_limits.unauthenticated_per_ip`."""
         if route is None or route.public:
-            await self._auth.check_unauthenticated(client_ip)
+            await self._auth.check_unauthenticated(exchange.client_ip)
+
+    def _refuse_unrouted(
+        self, route: CompiledRoute | None, exchange: Exchange[Principal]
+    ) -> CompiledRoute:
+        """403 without a route; with one, its label names the exchange in logs and metrics."""
         if route is None:
             raise NoRoute("no route matches this method and path")
         exchange.route = route.label
-        if not route.public:
-            principal = await self._auth.authenticate(self._presented_key(request), client_ip)
-            exchange.principal = principal
-            missing = missing_scopes(principal.scopes, route.scopes)
-            if missing:
-                raise MissingScope(f"the key lacks scope {' '.join(missing)}", missing)
-            await self._auth.check_rate(principal)
+        return route
 
-        # SPEC §2.9: nothing reaches the upstream unless its audit record can be kept.
+    async def _authenticate(self, request: web.BaseRequest, exchange: Exchange[Principal]) -> None:
+        """The presented key, verified: the exchange's principal, or 401."""
+        presented = self._presented_key(request)
+        exchange.principal = await self._auth.authenticate(presented, exchange.client_ip)
+
+    async def _authorize(self, route: CompiledRoute, exchange: Exchange[Principal]) -> None:
+        """The key's scopes must cover the route's (403), and its rate limit must allow it."""
+        principal = exchange.principal
+        assert principal is not None, "authorize follows authenticate"
+        missing = missing_scopes(principal.scopes, route.scopes)
+        if missing:
+            raise MissingScope(f"the key lacks scope {' '.join(missing)}", missing)
+        await self._auth.check_rate(principal)
+
+    def _admit_to_audit(self, request: web.BaseRequest, exchange: Exchange[Principal]) -> None:
+        """SPEC §2.9: nothing reaches the upstream unless its audit record can be kept."""
         if not self._audit.ready():
             raise Unavailable("the audit trail cannot take records right now", retry_after=5)
         limit = self._capture_limit
-        captures = Captures(limit, BodyCapture(limit), BodyCapture(limit))
-        exchange.captures = captures
+        exchange.captures = Captures(limit, BodyCapture(limit), BodyCapture(limit))
+        exchange.query = request.rel_url.query_string
+        exchange.request_headers = request.headers.items()
 
+    async def _prepare_body(
+        self, request: web.BaseRequest, route: CompiledRoute, exchange: Exchange[Principal]
+    ) -> Outgoing:
+        """The body to forward, past the data guard and the route's `map`; a key in a form
+        field is refused."""
+        captures = exchange.captures
+        assert captures is not None, "the body is prepared once the exchange is audited"
         if request.headers.get("Expect", "").lower() == "100-continue" and request.body_exists:
             # Only now, with the request accepted, ask the client for its body.
             await request.writer.write(_CONTINUE)
@@ -198,6 +226,18 @@ class Pipeline:
         if outgoing.misplaced_key is not None:
             exchange.captures = None  # refused before forwarding: an event, not a record
             await self._refuse_misplaced_key(outgoing.misplaced_key, exchange)
+        return outgoing
+
+    async def _forward(
+        self,
+        request: web.BaseRequest,
+        exchange: Exchange[Principal],
+        outgoing: Outgoing,
+        forwarded_for: str,
+    ) -> web.StreamResponse:
+        """Send the request upstream with the sidecar's headers; its answer streams back."""
+        captures = exchange.captures
+        assert captures is not None, "only an audited exchange is forwarded"
         headers = self._screen.headers.forward(
             request.headers.items(), request.headers.getall("Connection", ())
         )
@@ -227,7 +267,7 @@ class Pipeline:
         exchange.upstream_seconds = forwarded.upstream_seconds
         return forwarded.response
 
-    def _response_headers(self, exchange: Exchange) -> dict[str, str]:
+    def _response_headers(self, exchange: Exchange[Principal]) -> dict[str, str]:
         headers = {**self._security_headers, REQUEST_ID_HEADER: exchange.request_id}
         if exchange.principal is not None and exchange.principal.sunset is not None:
             # RFC 8594: tell the client before its key starts failing.
@@ -246,101 +286,61 @@ class Pipeline:
                 return value.strip()
         return None
 
-    async def _refuse_misplaced_key(self, misplaced: MisplacedKey, exchange: Exchange) -> None:
+    async def _refuse_misplaced_key(
+        self, misplaced: MisplacedKey | None, exchange: Exchange[Principal]
+    ) -> None:
         """SPEC §14: refused, and the key flagged `exposed` only once its secret verifies."""
+        if misplaced is None:
+            return
         exchange.shown_path = mask_keys(exchange.shown_path)
-        key_id = await self._auth.flag_exposed(misplaced.presented, exchange.client_ip)
-        if key_id is not None:
-            exchange.extra["key_id"] = key_id
+        exchange.exposed_key_id = await self._auth.flag_exposed(
+            misplaced.presented, exchange.client_ip
+        )
         raise misplaced.refusal
 
-    def _emit(self, request: web.BaseRequest, exchange: Exchange, exc: Rejected) -> None:
-        assert exc.event is not None
-        key_id: str | None = None
-        key_name: str | None = None
-        if isinstance(exc, AuthenticationFailed):
-            key_id, key_name = exc.key_id, exc.key_name
-        elif exchange.principal is not None:
-            key_id, key_name = exchange.principal.key_id, exchange.principal.name
-        elif isinstance(exchange.extra.get("key_id"), str):
-            key_id = str(exchange.extra["key_id"])
-        self._events.emit(
-            build_event(
-                exc.event,
-                request_id=exchange.request_id,
-                method=request.method,
-                path=exchange.shown_path,
-                client_ip=exchange.client_ip,
-                detail=exc.detail,
-                key_id=key_id,
-                key_name=key_name,
-            )
-        )
-
-    def _decorate(self, response: web.StreamResponse, exchange: Exchange) -> web.StreamResponse:
+    def _decorate(
+        self, response: web.StreamResponse, exchange: Exchange[Principal]
+    ) -> web.StreamResponse:
         response.headers.update(self._response_headers(exchange))
         if self._lifecycle.draining:
             response.force_close()
         return response
 
-    def _record(
-        self,
-        request: web.BaseRequest,
-        exchange: Exchange,
-        response: web.StreamResponse | None,
-        started: float,
-    ) -> None:
+    def _record(self, exchange: Exchange[Principal], response: web.StreamResponse | None) -> None:
         """The audit record of an exchange that passed routing and authorization."""
         captures = exchange.captures
         if captures is None:
             return
-        exchange.extra.update(captures.notes)
         if isinstance(response, web.Response) and response.body is not None:
             # The proxy answered itself (413, 422, 502, 504…): record what it said.
             captures.response.feed(bytes(response.body))  # type: ignore[arg-type]
-        principal = exchange.principal
-        path, query = request.rel_url.path, request.rel_url.query_string
-        if principal is None:
-            # Anyone may send these (a public route): what one request may store is bounded.
-            path, query = bounded(path), bounded(query)
-        self._audit.record(
-            request_id=exchange.request_id,
-            method=request.method,
-            path=path,
-            query=query,
-            client_ip=exchange.client_ip,
-            key_name=principal.name if principal else None,
-            key_id=principal.key_id if principal else None,
-            scopes=principal.scopes if principal else (),
-            request_headers=list(request.headers.items()),
-            raw_body=captures.request.result(),
-            mapped_body=captures.mapped,
-            status=exchange.status,
-            response_headers=list(response.headers.items()) if response is not None else [],
-            response_body=captures.response.result(),
-            duration_ms=(time.perf_counter() - started) * 1000,
-            upstream_ms=None
-            if exchange.upstream_seconds is None
-            else exchange.upstream_seconds * 1000,
-            request_screened=captures.screened,
-            request_inspected=captures.inspected,
-        )
+        self._audit.record(exchange, () if response is None else response.headers.items())
 
-    def _finish(self, request: web.BaseRequest, exchange: Exchange, started: float) -> None:
-        duration = time.perf_counter() - started
+    def _finish(self, exchange: Exchange[Principal]) -> None:
+        """The metrics and the one log line of every exchange."""
+        duration = time.perf_counter() - exchange.started
         self._metrics.requests.labels(exchange.route, str(exchange.status)).inc()
         self._metrics.request_duration.observe(duration)
         if exchange.upstream_seconds is not None:
             self._metrics.upstream_duration.observe(exchange.upstream_seconds)
+        extra: dict[str, str] = {}
+        if exchange.exposed_key_id is not None:
+            extra["key_id"] = exchange.exposed_key_id
+        if exchange.reason is not None:
+            extra["reason"] = exchange.reason
+        if exchange.aborted is not None:
+            extra["aborted"] = exchange.aborted
+        if exchange.captures is not None and exchange.captures.note is not None:
+            extra["guard"] = exchange.captures.note
         self._log.info(
             "request",
             request_id=exchange.request_id,
-            method=request.method,
+            method=exchange.method,
             path=exchange.shown_path,
             status=exchange.status,
             route=exchange.route,
             client_ip=exchange.client_ip,
             key_name=exchange.principal.name if exchange.principal else None,
             duration_ms=round(duration * 1000, 3),
-            **exchange.extra,
+            **extra,
         )

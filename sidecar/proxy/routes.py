@@ -25,6 +25,7 @@ class CompiledRoute:
     pattern: re.Pattern[str]
 
     def matches(self, method: str, path: str) -> bool:
+        """Whether this route takes `method` on `path`."""
         if self.methods is not None and method not in self.methods:
             return False
         return self.pattern.match(path) is not None
@@ -48,6 +49,7 @@ def compile_glob(glob: str) -> re.Pattern[str]:
 
 
 def compile_route(route: Route) -> CompiledRoute:
+    """A configured route made ready for matching (its glob as a regular expression)."""
     return CompiledRoute(
         label=route.path,
         public=route.public,

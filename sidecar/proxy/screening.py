@@ -1,10 +1,11 @@
 """The request head, screened before routing (SPEC §12 and §14): one reading of it or a refusal.
 
-`RequestScreen.read` refuses what the sidecar cannot read the way the upstream will: a header
-block over the limit, `Connection` naming an end-to-end header, a header read once sent
-twice, names with underscores (in `reject` mode), a body declared over the limit, and a path
-with more than one reading. `misplaced_key` finds a key-shaped string outside the credential
-header; the caller refuses the request (and flags the key if it verifies).
+`RequestScreen.screen_head` and `read` refuse what the sidecar cannot read the way the
+upstream will: a header block over the limit, `Connection` naming an end-to-end header, a
+header read once sent twice, names with underscores (in `reject` mode), a body declared over
+the limit, and a path with more than one reading. `misplaced_key` finds a key-shaped string
+outside the credential header; the caller refuses the request (and flags the key if it
+verifies).
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ class RequestScreen:
             f"API keys are accepted only in {where}; a key sent elsewhere is flagged exposed"
         )
 
-    def read(self, request: web.BaseRequest) -> PathReading:
-        """The path's readings, once the head is found unambiguous; raises the `Rejected`
-        that answers it otherwise."""
+    def screen_head(self, request: web.BaseRequest) -> None:
+        """Raises the `Rejected` that answers a header block over the limit or one the
+        upstream may read differently; returns when the head is unambiguous."""
         head = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
         if head > self._max_header_bytes:
             raise HeaderTooLarge(f"the header block is over {self._max_header_bytes} bytes")
@@ -62,6 +63,10 @@ class RequestScreen:
             problem = self._duplicated_singleton(request)
         if problem is not None:
             raise BadRequest(problem)
+
+    def read(self, request: web.BaseRequest) -> PathReading:
+        """The path's readings (after `screen_head`), then the declared body size checked;
+        raises the `Rejected` that answers an ambiguous path or a body over the limit."""
         try:
             reading = read_path(request.rel_url.raw_path)
         except NonCanonicalPath as exc:

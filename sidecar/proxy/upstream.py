@@ -29,7 +29,8 @@ _CHUNK = 64 * 1024
 class Capture(Protocol):
     """Something that keeps (part of) a body as it streams past, for the audit record."""
 
-    def feed(self, chunk: bytes) -> None: ...
+    def feed(self, chunk: bytes) -> None:
+        """Take one chunk of a body as it streams."""
 
 
 class UpstreamAborted(Exception):
@@ -91,6 +92,7 @@ class UpstreamClient:
         self._session = session
 
     def url_for(self, raw_path: str, raw_query: str) -> URL:
+        """The upstream URL for a request's raw path and query, kept as the client encoded them."""
         target = self._origin + self._base_path + raw_path
         if raw_query:
             target += "?" + raw_query

@@ -31,12 +31,15 @@ class HeadAnswer:
 
     # httptools callbacks
     def on_status(self, reason: bytes) -> None:
+        """httptools: a piece of the status line's reason phrase."""
         self.reason += reason.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        """httptools: one header field."""
         self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        """httptools: the head has ended."""
         self.complete = True
 
 
