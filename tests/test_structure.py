@@ -65,12 +65,28 @@ def test_every_package_and_public_definition_says_what_it_promises(module: str) 
     assert undocumented == []
 
 
+def _imports_of_test_files(tree: ast.AST) -> list[str]:
+    """The `tests.…test_x` modules (test files, not helpers) that `tree` imports."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module is not None and node.level == 0:
+            found.append(node.module)
+            found += [f"{node.module}.{alias.name}" for alias in node.names]
+    return [
+        name
+        for name in found
+        if name.split(".")[0] == "tests" and name.split(".")[-1].startswith("test_")
+    ]
+
+
 def test_tests_share_helpers_through_helper_modules() -> None:
-    """`from tests.test_x import …` couples two test files; shared code lives in helpers."""
-    needles = ("from tests." + "test_", "from tests.faults." + "test_")
+    """A test file importing from another couples the two (and runs the other's module-level
+    code, fixtures included); shared code lives in helper modules and conftest.py."""
     offenders = [
-        path.name
+        f"{path.relative_to(ROOT)} imports {name}"
         for path in sorted((ROOT / "tests").rglob("*.py"))
-        if any(needle in path.read_text(encoding="utf-8") for needle in needles)
+        for name in _imports_of_test_files(ast.parse(path.read_text(encoding="utf-8")))
     ]
     assert offenders == []
