@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
 
 from sidecar.storage.embedded import free_port
@@ -26,9 +27,11 @@ __all__ = [
     "free_port",
     "is_listening",
     "raw_tls_exchange",
+    "readyz_status",
     "run_cli",
     "sidecar_env",
     "sidecar_process",
+    "wait_ready",
     "wait_until",
     "write_config",
 ]
@@ -242,3 +245,28 @@ async def sidecar_process(config: Path, output: Path) -> AsyncIterator[SidecarPr
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+START_DEADLINE_S = 15.0
+
+
+async def readyz_status(session: aiohttp.ClientSession, health_port: int) -> int | None:
+    """The status of the health port's `/readyz`, or None while nothing answers there."""
+    try:
+        async with session.get(
+            f"http://127.0.0.1:{health_port}/readyz", timeout=aiohttp.ClientTimeout(total=1)
+        ) as response:
+            return response.status
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+async def wait_ready(sidecar: SidecarProcess, session: aiohttp.ClientSession, port: int) -> None:
+    """Poll `/readyz` until 200; fail at once if the process exited, or at the deadline."""
+
+    async def ready() -> bool:
+        if sidecar.process.returncode is not None:
+            raise AssertionError(f"sidecar exited at start-up:\n{sidecar.log()}")
+        return await readyz_status(session, port) == 200
+
+    await wait_until(ready, within=START_DEADLINE_S, interval=0.05)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from sidecar.config import Settings
+from sidecar.keys.format import BASE62, checksum
 from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.store import INVALIDATE_CHANNEL, KeyStore, NewKey
 from tests.helpers import sidecar_env, wait_until
@@ -144,3 +146,17 @@ async def sidecar_cli(*args: str) -> Completed:
         raise
     assert process.returncode is not None
     return Completed(process.returncode, out.decode(), err.decode())
+
+
+def with_other_secret(key: str) -> str:
+    """The same prefix, environment and id with another secret and a valid checksum."""
+    prefix, environment, key_id, _ = key.split("_")
+    secret = "".join(secrets.choice(BASE62) for _ in range(43))
+    body = f"{prefix}_{environment}_{key_id}_{secret}"
+    return body + checksum(body)
+
+
+def with_one_char_changed(key: str) -> str:
+    position = len(key) - 20  # inside the secret
+    replacement = "A" if key[position] != "A" else "B"
+    return key[:position] + replacement + key[position + 1 :]

@@ -26,11 +26,11 @@ from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.store import INVALIDATE_CHANNEL, KeyStore, NewKey
 from sidecar.storage.client import RedisClient, create_redis
 from sidecar.storage.embedded import EmbeddedRedis
+from tests.authsupport import ROUTES, Answer, call
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import wait_until, write_config
 from tests.keysupport import FAST_ARGON2, FAST_KEYS, Completed, keys_section, metric_value
 from tests.keysupport import sidecar_cli as run_sidecar_cli
-from tests.test_auth import ROUTES, Answer, call
 
 AUDIT_STREAM, EVENTS_STREAM = "sidecar:audit", "sidecar:auth-events"
 # A probe write in the key store's slot: it succeeds again once that slot has a master.

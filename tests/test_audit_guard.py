@@ -1,13 +1,13 @@
 """SPEC §7 data guard and route `map` rules: card numbers, credential fields, JSON Pointers.
 
-Card numbers here are the networks' published test numbers, or built by `luhn_number` below;
-the oracle `luhn_windows` re-implements the rule independently of `sidecar.guard.cards`.
+Card numbers here are the networks' published test numbers, or built by `luhn_number`; the
+oracle `luhn_windows` (both in tests/luhn.py) re-implements the rule independently of
+`sidecar.guard.cards`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
@@ -27,6 +27,7 @@ from sidecar.guard.rules import (
     redact_text,
 )
 from sidecar.guard.scan import MAX_DEPTH
+from tests.luhn import luhn_number, luhn_runs, luhn_windows
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -40,47 +41,8 @@ VISA_13 = "4222222222222"
 
 PROPERTY = settings(database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-
-def luhn_number(prefix: str) -> str:
-    """`prefix` plus the check digit that makes it Luhn-valid (independent of the code)."""
-    for check in "0123456789":
-        candidate = prefix + check
-        doubled = "".join(
-            str(int(digit) * (2 if index % 2 else 1))
-            for index, digit in enumerate(reversed(candidate))
-        )
-        if sum(int(digit) for digit in doubled) % 10 == 0:
-            return candidate
-    raise AssertionError("unreachable")
-
-
 NINETEEN = luhn_number("6" * 18)  # the longest a card can be
 SEVENTEEN = luhn_number("6011000990139424")
-
-
-def luhn_windows(text: str) -> list[str]:
-    """Every 13-19 digit Luhn-valid number in `text`: one run of digits, or whole groups joined by
-    single spaces/dashes where each group but the last has at least three digits."""
-    found = []
-    for run in re.finditer(r"[0-9]+(?:[ -][0-9]+)*", text):
-        groups = re.findall(r"[0-9]+", run.group())
-        for first in range(len(groups)):
-            for last in range(first, len(groups)):
-                if any(len(group) < 3 for group in groups[first:last]):
-                    break
-                digits = "".join(groups[first : last + 1])
-                if 13 <= len(digits) <= 19 and luhn_number(digits[:-1]) == digits:
-                    found.append(digits)
-    return found
-
-
-def luhn_runs(text: str) -> list[str]:
-    """Every maximal run of 13-19 digits (no separators) that is Luhn-valid."""
-    return [
-        run
-        for run in re.findall(r"[0-9]+", text)
-        if 13 <= len(run) <= 19 and luhn_number(run[:-1]) == run
-    ]
 
 
 def guard(

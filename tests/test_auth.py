@@ -3,85 +3,31 @@ rate limits, and what reaches the upstream. Real TLS, real Redis, keys made at r
 
 from __future__ import annotations
 
-import secrets
 import time
-import uuid
-from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from multidict import CIMultiDictProxy
 
-from sidecar.keys.format import BASE62, checksum, generate_key
+from sidecar.keys.format import generate_key
 from sidecar.keys.store import KeyStore
+from tests.authsupport import EXPIRED, INVALID_TOKEN, ROUTES, Answer, call, expect_event
 from tests.conftest import Proxy, ProxyFactory
-from tests.helpers import PROBLEM_FIELDS, wait_until
-from tests.keysupport import FAST_KEYS, bearer, command_calls, event_for, issue, keys_section
+from tests.helpers import PROBLEM_FIELDS
+from tests.keysupport import (
+    FAST_KEYS,
+    command_calls,
+    issue,
+    keys_section,
+    with_one_char_changed,
+    with_other_secret,
+)
 from tests.upstream import UpstreamServer
 
-ROUTES: list[dict[str, Any]] = [
-    {"path": "/public/**", "public": True},
-    {"path": "/v1/orders/**", "methods": ["GET", "HEAD"], "scopes": ["orders:read"]},
-    {
-        "path": "/v1/orders/**",
-        "methods": ["POST", "PUT", "PATCH", "DELETE"],
-        "scopes": ["orders:write"],
-    },
-    {"path": "/v1/admin/**", "scopes": ["admin:manage"]},
-]
-INVALID_TOKEN = 'Bearer realm="sidecar", error="invalid_token"'
-EXPIRED = INVALID_TOKEN + ', error_description="key expired"'
 # Redis commands of the key look-up path (the failed-auth peek: PTTL; the record: HGETALL;
 # flags and last_used_at: EXISTS, HSET): none may run for a key refused on its shape. GET and
 # EVALSHA are not in the list: the events writer uses them to record the refusal itself.
 LOOKUP_COMMANDS = ("hgetall", "pttl", "exists", "hset")
-# A sidecar that never answers must fail the test, not hang it for aiohttp's default 5 min.
-REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=10)
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: Any
-    request_id: str
-
-
-async def call(
-    proxy: Proxy,
-    path: str,
-    *,
-    key: str | None = None,
-    method: str = "GET",
-    headers: dict[str, str] | None = None,
-    **kwargs: Any,
-) -> Answer:
-    request_id = f"t-{uuid.uuid4().hex}"
-    sent = {"X-Request-Id": request_id, **(bearer(key) if key else {}), **(headers or {})}
-    kwargs.setdefault("timeout", REQUEST_TIMEOUT)
-    async with proxy.request(method, path, headers=sent, **kwargs) as response:
-        if response.content_type in ("application/json", "application/problem+json"):
-            body: Any = await response.json(content_type=None)
-        else:
-            body = await response.text()
-        return Answer(response.status, response.headers, body, request_id)
-
-
-async def expect_event(redis: aioredis.Redis, request_id: str, name: str) -> dict[str, Any]:
-    """The event written for `request_id`, which must be `name` (polled: writes are batched)."""
-    found: dict[str, Any] = {}
-
-    async def written() -> bool:
-        event = await event_for(redis, request_id)
-        if event is not None:
-            found.update(event)
-        return event is not None
-
-    await wait_until(written, within=3)
-    assert found["event"] == name, found
-    return found
 
 
 def assert_problem(answer: Answer, status: int) -> None:
@@ -90,20 +36,6 @@ def assert_problem(answer: Answer, status: int) -> None:
     assert set(answer.body) == PROBLEM_FIELDS
     assert answer.body["status"] == status
     assert answer.body["request_id"] == answer.request_id
-
-
-def with_other_secret(key: str) -> str:
-    """The same prefix, environment and id with another secret and a valid checksum."""
-    prefix, environment, key_id, _ = key.split("_")
-    secret = "".join(secrets.choice(BASE62) for _ in range(43))
-    body = f"{prefix}_{environment}_{key_id}_{secret}"
-    return body + checksum(body)
-
-
-def with_one_char_changed(key: str) -> str:
-    position = len(key) - 20  # inside the secret
-    replacement = "A" if key[position] != "A" else "B"
-    return key[:position] + replacement + key[position + 1 :]
 
 
 @pytest.fixture

@@ -20,10 +20,10 @@ from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.records import KeyRecord
 from sidecar.keys.store import KeyStore
 from sidecar.storage.embedded import EmbeddedRedis
+from tests.authsupport import ROUTES, call
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import free_port, wait_until, write_config
 from tests.keysupport import FAST_ARGON2, FAST_KEYS, Completed, sidecar_cli
-from tests.test_auth import ROUTES, call
 
 CREATE_FIELDS = {"name", "id", "key", "scopes", "environment", "expires_at"}
 DAY = 86400.0

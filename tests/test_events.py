@@ -14,10 +14,17 @@ import redis.asyncio as aioredis
 
 from sidecar.keys.format import generate_key
 from sidecar.keys.store import KeyStore
+from tests.authsupport import ROUTES, call
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import wait_until
-from tests.keysupport import FAST_KEYS, issue, metric_value, read_events
-from tests.test_auth import ROUTES, call, with_one_char_changed, with_other_secret
+from tests.keysupport import (
+    FAST_KEYS,
+    issue,
+    metric_value,
+    read_events,
+    with_one_char_changed,
+    with_other_secret,
+)
 
 FIELDS = {"v", "ts", "event", "request_id", "method", "path", "client_ip", "detail"}
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")

@@ -25,11 +25,11 @@ from hypothesis import strategies as st
 from sidecar.errors import ForbiddenData, UninspectableBody
 from sidecar.guard import cards
 from sidecar.guard.screen import screen_body
+from tests.auditsupport import CARD, PASSWORD, send, the_record
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import wait_until
 from tests.keysupport import event_for
-from tests.test_audit_guard import luhn_windows
-from tests.test_audit_trail import CARD, PASSWORD, send, the_record
+from tests.luhn import luhn_windows
 from tests.upstream import UpstreamServer
 
 INSPECT = 16384

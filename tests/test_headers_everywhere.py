@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,34 +13,16 @@ from multidict import CIMultiDictProxy
 from structlog.testing import capture_logs
 
 from tests.conftest import Proxy, ProxyFactory
-from tests.helpers import PROBLEM_FIELDS, RawResponse, free_port, raw_tls_exchange
+from tests.helpers import free_port, raw_tls_exchange
+from tests.responsesupport import (
+    MALFORMED,
+    ROUTES,
+    SANE_ID,
+    assert_problem,
+    assert_security_headers,
+    raw_security_headers,
+)
 from tests.upstream import UpstreamServer
-
-HSTS = "max-age=31536000; includeSubDomains"
-SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-ROUTES = [
-    {"path": "/public/**", "public": True},
-    {"path": "/v1/**", "scopes": ["orders:read"]},
-]
-
-
-def assert_security_headers(headers: Mapping[str, str]) -> None:
-    assert headers.get("Strict-Transport-Security") == HSTS
-    assert headers.get("X-Content-Type-Options") == "nosniff"
-    assert SANE_ID.match(headers.get("X-Request-Id", "")), headers
-
-
-def assert_problem(body: bytes, content_type: str, status: int, request_id: str) -> None:
-    assert content_type.split(";")[0].strip() == "application/problem+json"
-    document = json.loads(body)
-    assert set(document) == PROBLEM_FIELDS
-    assert document["status"] == status
-    assert document["request_id"] == request_id
-    assert isinstance(document["type"], str)
-    assert document["type"]
-    assert isinstance(document["title"], str)
-    assert document["title"]
-    assert isinstance(document["detail"], str)
 
 
 async def chunks(total: int, size: int = 4096) -> AsyncIterator[bytes]:
@@ -120,53 +100,6 @@ async def test_401_challenges_for_a_bearer_key(start_proxy: ProxyFactory) -> Non
     async with proxy.request("GET", "/v1/orders") as response:
         assert response.status == 401
         assert response.headers["WWW-Authenticate"].startswith('Bearer realm="sidecar"')
-
-
-SMUGGLING = (
-    b"POST /public/smuggle HTTP/1.1\r\n"
-    b"Host: localhost\r\n"
-    b"Content-Length: 5\r\n"
-    b"Transfer-Encoding: chunked\r\n"
-    b"\r\n"
-    b"0\r\n\r\n"
-    b"GET /public/second HTTP/1.1\r\nHost: localhost\r\n\r\n"
-)
-
-# SPEC §12: malformed requests get 400, the connection is closed, nothing reaches the upstream.
-MALFORMED = [
-    pytest.param(SMUGGLING, id="content-length-and-transfer-encoding"),
-    pytest.param(
-        b"POST /public/x HTTP/1.1\r\nHost: localhost\r\n"
-        b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-        id="duplicate-content-length",
-    ),
-    pytest.param(
-        b"POST /public/x HTTP/1.1\r\nHost: localhost\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
-        id="bad-chunk-size",
-    ),
-    pytest.param(
-        b"POST /public/x HTTP/1.1\r\nHost: localhost\r\n"
-        b"Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
-        id="transfer-encoding-twice",
-    ),
-    pytest.param(
-        b"GET /public/x HTTP/1.1\r\nHost: localhost\r\nX-A: a\r\n b\r\n\r\n", id="obs-fold"
-    ),
-    pytest.param(b"GET /public/x HTTP/1.1\nHost: localhost\n\n", id="bare-lf"),
-    pytest.param(b"GET /public/x HTTP/1.1\r\nHost: localhost\r\nX-A: a\rb\r\n\r\n", id="bare-cr"),
-    pytest.param(
-        b"POST /public/x HTTP/1.1\r\nHost: localhost\r\nContent-Length : 5\r\n\r\nhello",
-        id="space-before-colon",
-    ),
-]
-
-
-def raw_security_headers(response: RawResponse) -> dict[str, str]:
-    return {
-        name: response.headers.get(name.lower(), "")
-        for name in ("Strict-Transport-Security", "X-Content-Type-Options", "X-Request-Id")
-    }
 
 
 @pytest.mark.parametrize("payload", MALFORMED)

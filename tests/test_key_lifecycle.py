@@ -23,6 +23,15 @@ from sidecar.keys.format import parse_key
 from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.store import KeyStore
 from sidecar.storage.embedded import EmbeddedRedis
+from tests.authsupport import (
+    EXPIRED,
+    INVALID_TOKEN,
+    REQUEST_TIMEOUT,
+    ROUTES,
+    Answer,
+    call,
+    expect_event,
+)
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import wait_until, write_config
 from tests.keysupport import (
@@ -34,15 +43,6 @@ from tests.keysupport import (
     metric_value,
     sidecar_cli,
     wait_for_invalidation_listeners,
-)
-from tests.test_auth import (
-    EXPIRED,
-    INVALID_TOKEN,
-    REQUEST_TIMEOUT,
-    ROUTES,
-    Answer,
-    call,
-    expect_event,
 )
 
 DAY = 86400.0

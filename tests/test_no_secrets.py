@@ -17,10 +17,16 @@ import structlog
 from sidecar.keys.format import generate_key
 from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.store import KeyStore
+from tests.authsupport import ROUTES, call
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import wait_until
-from tests.keysupport import issue, keys_section, read_events
-from tests.test_auth import ROUTES, call, with_one_char_changed, with_other_secret
+from tests.keysupport import (
+    issue,
+    keys_section,
+    read_events,
+    with_one_char_changed,
+    with_other_secret,
+)
 from tests.upstream import UpstreamServer
 
 

@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from sidecar.keys.format import generate_key
+from tests.authsupport import ROUTES, call
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import wait_until
 from tests.keysupport import FAST_KEYS, metric_value
@@ -24,7 +25,6 @@ from tests.redis_scenarios import (
     topology_client,
 )
 from tests.redis_topologies import KEYS_TAG, Cluster, caught_up, cluster_port, running_cluster
-from tests.test_auth import ROUTES, call
 
 pytestmark = pytest.mark.slow
 

@@ -20,10 +20,10 @@ from tests.helpers import (
     run_cli,
     sidecar_env,
     sidecar_process,
+    wait_ready,
     wait_until,
     write_config,
 )
-from tests.test_shutdown import wait_ready
 from tests.upstream import UpstreamServer
 
 

@@ -20,37 +20,18 @@ import pytest
 from sidecar.storage.embedded import EmbeddedRedis
 from sidecar.tasks import BackgroundTasks
 from tests.helpers import (
-    SidecarProcess,
     accepts_connections,
     free_port,
+    readyz_status,
     serve_config,
     sidecar_process,
+    wait_ready,
     wait_until,
 )
 from tests.upstream import UpstreamServer
 
 DRAIN_S = 1.0
 GRACE_S = 5.0
-START_DEADLINE_S = 15.0
-
-
-async def readyz_status(session: aiohttp.ClientSession, health_port: int) -> int | None:
-    try:
-        async with session.get(
-            f"http://127.0.0.1:{health_port}/readyz", timeout=aiohttp.ClientTimeout(total=1)
-        ) as response:
-            return response.status
-    except (aiohttp.ClientError, TimeoutError):
-        return None
-
-
-async def wait_ready(sidecar: SidecarProcess, session: aiohttp.ClientSession, port: int) -> None:
-    async def ready() -> bool:
-        if sidecar.process.returncode is not None:
-            raise AssertionError(f"sidecar exited at start-up:\n{sidecar.log()}")
-        return await readyz_status(session, port) == 200
-
-    await wait_until(ready, within=START_DEADLINE_S, interval=0.05)
 
 
 @pytest.mark.slow

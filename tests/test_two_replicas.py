@@ -23,6 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from sidecar.storage.embedded import EmbeddedRedis
+from tests.authsupport import REQUEST_TIMEOUT, ROUTES
 from tests.helpers import free_port, sidecar_env, write_config
 from tests.keysupport import (
     FAST_KEYS,
@@ -30,7 +31,6 @@ from tests.keysupport import (
     sidecar_cli,
     wait_for_invalidation_listeners,
 )
-from tests.test_auth import REQUEST_TIMEOUT, ROUTES
 from tests.upstream import UpstreamServer
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,14 @@ import aiohttp
 import pytest
 
 from sidecar.storage.embedded import EmbeddedRedis
-from tests.helpers import SidecarProcess, free_port, serve_config, sidecar_env, wait_until
-from tests.test_shutdown import wait_ready
+from tests.helpers import (
+    SidecarProcess,
+    free_port,
+    serve_config,
+    sidecar_env,
+    wait_ready,
+    wait_until,
+)
 from tests.upstream import UpstreamServer
 
 

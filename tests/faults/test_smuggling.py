@@ -2,8 +2,9 @@
 reaches the upstream — not even a well-formed request pipelined behind it in the same write,
 which is exactly what a desync attack hides there.
 
-The standalone 400s of the classic vectors are in tests/test_headers_everywhere.py; here each of
-those, and the vectors it lacks, is sent with a valid request glued behind it.
+The standalone 400s of the classic vectors (tests/responsesupport.py) are sent by
+tests/test_headers_everywhere.py; here each of those, and the vectors it lacks, is sent with a
+valid request glued behind it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import raw_tls_exchange
-from tests.test_headers_everywhere import (
+from tests.responsesupport import (
     MALFORMED,
     ROUTES,
     assert_problem,
