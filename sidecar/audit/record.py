@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 import orjson
 
 from sidecar.errors import SidecarError
-from sidecar.guard.cards import mask_cards
+from sidecar.guard.cards import mask_cards, might_hold_cards
 from sidecar.guard.credentials import CREDENTIAL_HEADERS, is_credential_name
+from sidecar.guard.keyshapes import mask_keys
 from sidecar.guard.rules import redact_bytes, redact_text
 
 if TYPE_CHECKING:
@@ -160,12 +161,17 @@ def build_record(
         request_clean=captures.screened and not raw_body.truncated,
         mapped_verbatim=not captures.inspected,
     )
-    request_headers = recordable_headers(exchange.request_headers, key_header)
-    response_recorded = recordable_headers(response_headers, key_header)
+    request_headers = masking.headers(recordable_headers(exchange.request_headers, key_header))
+    response_recorded = masking.headers(recordable_headers(response_headers, key_header))
     raw_text, mapped_text, encoding = masking.request_bodies(
         raw_body, captures.mapped, request_headers.get("content-type")
     )
     response_text = masking.body(response_body, response_recorded.get("content-type"))
+    if encoding == UTF8:
+        # No key string in any record: key-shaped strings are refused in requests, and masked
+        # here in what got through unread (a streamed body) and in what the upstream said.
+        raw_text, mapped_text = mask_keys(raw_text), mask_keys(mapped_text)
+    response_text = mask_keys(response_text)
     principal = exchange.principal
     path, query = exchange.path, exchange.query
     if principal is None:
@@ -299,7 +305,17 @@ class _Masking:
         return self.text(text, content_type)
 
     def path(self, path: str) -> str:
-        return mask_cards(path)[0] if self.card_numbers != "off" else path
+        return mask_keys(mask_cards(path)[0] if self.card_numbers != "off" else path)
+
+    def headers(self, headers: dict[str, str]) -> dict[str, str]:
+        """Header values with card numbers and key secrets masked, as the path is."""
+        for name, value in headers.items():
+            masked = mask_keys(value)
+            if self.card_numbers != "off" and might_hold_cards(masked):
+                masked = mask_cards(masked)[0]
+            if masked is not value:
+                headers[name] = masked
+        return headers
 
     def query(self, query: str) -> str:
-        return self.text(query, _FORM)
+        return mask_keys(self.text(query, _FORM))

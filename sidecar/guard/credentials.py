@@ -92,8 +92,15 @@ _LABEL_MAX = 100
 @functools.lru_cache(maxsize=4096)  # header and field names repeat from request to request
 def is_credential_name(name: str) -> bool:
     """Whether a field with this name holds a credential (its value is redacted, whatever it is)."""
-    parts = [part for part in _NAME_PARTS.split(name) if part]
-    key = _IGNORED.sub("", (parts[-1] if parts else name).lower())
+    # `password[0]`, `user[password]`: PHP, Rack and `qs` read these as the field `password`;
+    # PHP reads `pass.word` as `pass_word`. Every part is judged, and the whole name.
+    candidates = [part for part in _NAME_PARTS.split(name) if part]
+    candidates.append(name.replace(".", "_").replace("[", "_").replace("]", "_"))
+    return any(_names_credential(candidate) for candidate in candidates)
+
+
+def _names_credential(name: str) -> bool:
+    key = _IGNORED.sub("", name.lower())
     if not key or key in NOT_CREDENTIALS:
         return False
     return key in CREDENTIAL_NAMES or key.endswith(CREDENTIAL_SUFFIXES)

@@ -29,7 +29,7 @@ _IDENTITY_CTE = frozenset({"", "7bit", "8bit", "binary"})
 class Part:
     """One part of a multipart body: its headers and where its content lies in the body."""
 
-    headers: dict[str, str]  # names lower-cased; a repeated header keeps its last value
+    headers: dict[str, str]  # names lower-cased; a repeated header is refused
     start: int  # the content's first byte in the body
     end: int  # one past its last byte
 
@@ -123,5 +123,8 @@ def _headers(block: bytes) -> dict[str, str]:
         name, colon, value = line.partition(":")
         if not colon or not name.strip() or name != name.strip():
             raise Undecodable("a malformed multipart part header")
+        if name.lower() in headers:
+            # Parsers disagree on which copy wins (Go's reads the first, others the last).
+            raise Undecodable("a multipart part header sent twice")
         headers[name.lower()] = value.strip()
     return headers

@@ -134,6 +134,8 @@ def guard_str(
             document = walk_json(text, scan)
         except ValueError:
             scan.restart()
+            if "\\u" in text:
+                scan.deep = True  # escapes only a parser decodes: not read as it will be
             new = redact_plain(text, scan, pairs=True)
         else:
             changed = scan.changed
@@ -188,6 +190,10 @@ def _guard_json(body: bytes, scan: Scan, route_map: RouteMap | None) -> bytes | 
     except ValueError:
         scan.restart()
         text = body.decode("utf-8", "surrogateescape")
+        if "\\u" in text:
+            # Lenient parsers (Go, Node, JSON5) read what Python's refuses, escapes decoded:
+            # a text scan cannot see an escaped digit, so this body was not read as they will.
+            scan.deep = True
         masked = redact_plain(text, scan, pairs=False)
         return None if masked is text else masked.encode("utf-8", "surrogateescape")
     changed = scan.changed

@@ -8,6 +8,7 @@ the value.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Literal
 
 from sidecar.errors import ForbiddenData
@@ -81,7 +82,7 @@ class Scan:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, jsondoc.Number):
-            masked = self.text(value.text)
+            masked = self.text(_as_integer(value.text))
             return value if masked == value.text else masked
         if depth > MAX_DEPTH:
             raise _TooDeep
@@ -112,6 +113,22 @@ class Scan:
             # differently (first or last wins) from the way it was inspected.
             self.changed = True
         return result
+
+
+def _as_integer(number: str) -> str:
+    """A JSON number as the digits every parser reads it as: `4.111111111111111e15` and
+    `41111111111111110e-1` are the integer 4111111111111111 to all of them (a double holds
+    it exactly), so a card written that way is a card. Other numbers are left as written."""
+    if "e" not in number and "E" not in number and "." not in number:
+        return number
+    try:
+        value = Decimal(number)
+    except ArithmeticError:
+        return number
+    if not value.is_finite() or value != value.to_integral_value() or abs(value) >= 10**19:
+        return number
+    digits = str(abs(int(value)))
+    return digits if len(digits) >= 13 else number
 
 
 class _TooDeep(Exception):

@@ -105,6 +105,10 @@ def _screen(
     declared = sniff.charset(content_type)
     if kind == "multipart":
         return _multipart(data, content_type, modes, depth)
+    if kind == "form" and not sniff.reads_as_is(declared):
+        # Form parsers (WHATWG) read the bytes as UTF-8 whatever the label says: a label that
+        # would make the guard read another text is refused, not followed.
+        raise sniff.Undecodable("the declared charset disagrees with how forms are read")
     if kind in ("json", "form") and _plain_utf8_start(data) and sniff.reads_as_is(declared):
         # The common case, unchanged: UTF-8 (or an ASCII superset) JSON or form, with
         # guard_body's fast path for bodies that cannot hold a finding.
@@ -145,7 +149,10 @@ def _plain_utf8_start(data: bytes) -> bool:
     return not _WIDE_OR_MARKED.intersection(data[:4])
 
 
-_DEEP = f"JSON nested deeper than {MAX_DEPTH} levels, scanned as text"
+_DEEP = (
+    f"JSON the walk could not read (nested deeper than {MAX_DEPTH} levels, or not parseable "
+    "with \\u escapes), scanned as text"
+)
 
 
 def _decoded(

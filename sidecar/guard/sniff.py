@@ -130,6 +130,10 @@ def decode_json(data: bytes, declared: str | None) -> Decoded:
     bytes decide; an ASCII-compatible declaration is read byte-exactly as before."""
     codec, bom = json_encoding(data)
     if codec == "utf-8" and not bom:
+        if not reads_as_is(declared):
+            # JSON parsers read these bytes as UTF-8 whatever the label (RFC 8259 §8.1, §11);
+            # decoding them as the label says (cp037, utf-16) would inspect another text.
+            raise Undecodable("the declared charset disagrees with the bytes (JSON is UTF-8)")
         return _as_is(data, declared)
     return _strict(data[len(bom) :], codec, bom)
 

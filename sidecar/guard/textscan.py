@@ -6,6 +6,7 @@ card numbers; forms field by field, keeping the encoding of fields left alone.
 from __future__ import annotations
 
 import codecs
+import re
 from urllib.parse import quote_plus, unquote_plus
 
 from sidecar.guard import jsondoc
@@ -86,9 +87,13 @@ def redact_form(text: str, scan: Scan) -> str:
 
     Fields that need no change keep their exact original encoding.
     """
-    fields = text.split("&")
+    # `;` separates fields too for Rack 2, Perl's CGI.pm and Python's parse_qs before 3.9.2:
+    # split on both, keeping each separator so unchanged fields stay byte-exact.
+    fields = _FIELD_SEPARATORS.split(text)
     changed = False
     for index, field_text in enumerate(fields):
+        if index % 2:
+            continue  # a separator
         raw_name, equals, raw_value = field_text.partition("=")
         name = _unquote(raw_name)
         value = _unquote(raw_value)
@@ -99,7 +104,10 @@ def redact_form(text: str, scan: Scan) -> str:
         if new_name != name or new_value != value:
             fields[index] = _quote(new_name) + equals + _quote(new_value)
             changed = True
-    return "&".join(fields) if changed else text
+    return "".join(fields) if changed else text
+
+
+_FIELD_SEPARATORS = re.compile(r"([&;])")
 
 
 def _unquote(text: str) -> str:

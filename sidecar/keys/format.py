@@ -18,38 +18,15 @@ import zlib
 from dataclasses import dataclass
 
 from sidecar.config import SCOPE_SHAPE
+from sidecar.guard.keyshapes import CHECKSUM_CHARS, ID_BYTES, ID_CHARS, SECRET_BYTES, SECRET_CHARS
+from sidecar.guard.keyshapes import KEY_PATTERN as KEY_PATTERN  # the shape, re-exported
+from sidecar.guard.keyshapes import mask_keys as mask_keys
 
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-ID_BYTES, ID_CHARS = 12, 17  # 62**17 > 2**96
-SECRET_BYTES, SECRET_CHARS = 32, 43  # 62**43 > 2**256
-CHECKSUM_CHARS = 6  # 62**6 > 2**32
-
 _SHAPE = re.compile(
     rf"([a-z][a-z0-9]{{0,15}})_([a-z0-9]{{1,16}})_([0-9A-Za-z]{{{ID_CHARS}}})"
     rf"_([0-9A-Za-z]{{{SECRET_CHARS}}})([0-9A-Za-z]{{{CHECKSUM_CHARS}}})"
 )
-# Anything that looks like a key, for finding keys where they must not be (URLs, logs).
-KEY_PATTERN = re.compile(
-    rf"[a-z][a-z0-9]{{0,15}}_[a-z0-9]{{1,16}}_[0-9A-Za-z]{{{ID_CHARS}}}"
-    rf"_[0-9A-Za-z]{{{SECRET_CHARS + CHECKSUM_CHARS}}}"
-)
-
-
-_KEY_PARTS = re.compile(
-    rf"([a-z][a-z0-9]{{0,15}}_[a-z0-9]{{1,16}}_[0-9A-Za-z]{{{ID_CHARS}}}_)"
-    rf"[0-9A-Za-z]{{{SECRET_CHARS + CHECKSUM_CHARS}}}"
-)
-MASKED_SECRET = "[REDACTED]"  # noqa: S105 (a mask, not a password)
-
-
-def mask_keys(text: str) -> str:
-    """`text` with the secret of every key-shaped string in it masked; the public parts
-    (prefix, environment, id) stay, so an operator can still tell which key it was."""
-    if "_" not in text:
-        return text
-    return _KEY_PARTS.sub(lambda match: match.group(1) + MASKED_SECRET, text)
-
-
 # SPEC §14: a key's name and its service. Matched whole (`fullmatch`), never with `$`, which
 # also matches before a trailing newline. No `{` or `}`: a name is part of a Redis key under
 # the `{keys}` hash tag, and a brace there would move it to another cluster slot.

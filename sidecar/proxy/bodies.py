@@ -17,6 +17,7 @@ Either way the first `audit.max_body_bytes` are captured for the audit record, a
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
@@ -28,10 +29,11 @@ from aiohttp import web
 from sidecar.audit.exchange import Captures
 from sidecar.audit.record import capture
 from sidecar.config import DataGuard, RouteMap
-from sidecar.errors import BodyTooLarge, KeyInHeader
+from sidecar.errors import BadRequest, BodyTooLarge, KeyInHeader
+from sidecar.guard import inflate
+from sidecar.guard.keyshapes import find_key
 from sidecar.guard.screen import screen_body
-from sidecar.guard.sniff import declared_kind, looks_like_form, media_type
-from sidecar.keys.format import KEY_PATTERN
+from sidecar.guard.sniff import Undecodable, declared_kind, looks_like_form, media_type
 from sidecar.proxy.screening import MisplacedKey
 from sidecar.proxy.upstream import Capture, LimitedBody, body_chunks
 
@@ -47,23 +49,46 @@ class Outgoing:
     misplaced_key: MisplacedKey | None = None  # a key-shaped string in a form field
 
 
-def key_in_form(data: bytes, kind: str | None) -> MisplacedKey | None:
-    """A key-shaped string in a urlencoded or multipart form's fields, or None.
+def form_as_read(
+    data: bytes, kind: str | None, content_encoding: str | None, limit: int
+) -> bytes | None:
+    """A urlencoded or multipart form's bytes as the upstream will read them (inflated when
+    it came compressed); None for any other body, or one the guard will refuse anyway."""
+    if kind not in ("form", "multipart"):
+        return None
+    if not content_encoding:
+        return data
+    try:
+        return inflate.inflate(data, inflate.codings(content_encoding), limit)
+    except Undecodable:
+        return None  # the guard refuses it, or says it did not read it
 
-    Keys are made of characters that need no percent-encoding, but a client may encode them
-    anyway, so a urlencoded form is decoded before it is searched."""
-    if kind not in ("form", "multipart") or (b"_" not in data and b"%" not in data):
+
+def key_in_body(data: bytes, kind: str | None) -> MisplacedKey | None:
+    """A key-shaped string in a held body (a form as `form_as_read` gives it), or None.
+    Keys need no percent-encoding, but a client may encode them anyway: forms are decoded
+    first. The upstream has no use for this sidecar's keys, and a record must not hold one."""
+    if b"_" not in data and b"%" not in data:
         return None
     text = data.decode("latin-1")
-    if kind == "form":
-        text = unquote_plus(text, encoding="latin-1")
-    found = KEY_PATTERN.search(text)
+    found = find_key(unquote_plus(text, encoding="latin-1") if kind == "form" else text)
     if found is None:
         return None
     refusal = KeyInHeader(
-        "API keys must not be sent in form fields; a key sent there is flagged exposed"
+        "API keys must not be sent in a request body; a key sent there is flagged exposed"
     )
-    return MisplacedKey(found.group(0), refusal)
+    return MisplacedKey(found, refusal)
+
+
+def refuse_override_field(data: bytes, kind: str | None) -> None:
+    """A urlencoded `_method` field (Laravel, Symfony and Rails turn a POST into the method it
+    names): 400, as for the query parameter and the override headers."""
+    if kind != "form" or b"_method" not in data:
+        return
+    for field_text in re.split(rb"[&;]", data):
+        name = unquote_plus(field_text.partition(b"=")[0].decode("latin-1"))
+        if name.strip().lower() == "_method":
+            raise BadRequest("method override parameters (_method) are not accepted")
 
 
 async def prepare_request_body(
@@ -107,9 +132,15 @@ async def prepare_request_body(
         )
         return Outgoing(rest, rewritten=False)
     data = b"".join(chunks)
-    misplaced = key_in_form(data, kind or ("form" if looks_like_form(data) else None))
+    form_kind = kind or ("form" if looks_like_form(data) else None)
+    form = form_as_read(
+        data, form_kind, request.headers.get("Content-Encoding"), guard.max_inspect_bytes
+    )
+    misplaced = key_in_body(data if form is None else form, form_kind)
     if misplaced is not None:
         return Outgoing(None, rewritten=False, misplaced_key=misplaced)
+    if form is not None:
+        refuse_override_field(form, form_kind)
     captures.request.feed(data)
     inspect = partial(
         screen_body,

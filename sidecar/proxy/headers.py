@@ -55,6 +55,12 @@ _CLIENT_ADDRESS = frozenset(
         "cf-connecting-ip",
         "fastly-client-ip",
         "x-originating-ip",
+        "client-ip",
+        "forwarded-for",
+        "x-forwarded",
+        "x-remote-addr",
+        "x-remote-ip",
+        "x-client-addr",
     }
 )
 

@@ -10,14 +10,14 @@ verifies).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 
 from sidecar.config import Settings
 from sidecar.errors import BadRequest, BodyTooLarge, HeaderTooLarge, KeyInHeader, KeyInUrl
-from sidecar.keys.format import KEY_PATTERN
+from sidecar.guard.keyshapes import find_key
 from sidecar.proxy.headers import SINGLETONS, RequestHeaderPolicy
 from sidecar.proxy.paths import NonCanonicalPath, PathReading, read_path
 
@@ -71,6 +71,9 @@ class RequestScreen:
             reading = read_path(request.rel_url.raw_path)
         except NonCanonicalPath as exc:
             raise BadRequest(str(exc)) from None
+        override = self.override_parameter(request)
+        if override is not None:
+            raise BadRequest(override)
         length = request.content_length
         if length is not None and length > self._max_body:
             raise BodyTooLarge(f"the request body is larger than {self._max_body} bytes")
@@ -93,22 +96,31 @@ class RequestScreen:
             url_text += "\n" + "\n".join(reading.others)
         if request.rel_url.raw_query_string:
             url_text += "\n" + request.rel_url.query_string
-        found = KEY_PATTERN.search(url_text)
+        found = find_key(url_text)  # decoded again, as an upstream may decode a query twice
         if found is not None:
             refusal = KeyInUrl(
                 "API keys must not be sent in the URL; a key sent there is flagged exposed"
             )
-            return MisplacedKey(found.group(0), refusal)
+            return MisplacedKey(found, refusal)
         found = self._key_in_other_header(request)
         if found is not None:
-            return MisplacedKey(found.group(0), KeyInHeader(self._header_refusal))
+            return MisplacedKey(found, KeyInHeader(self._header_refusal))
         return None
 
-    def _key_in_other_header(self, request: web.BaseRequest) -> re.Match[str] | None:
+    def override_parameter(self, request: web.BaseRequest) -> str | None:
+        """Why the query carries a method override (`_method=DELETE`: Laravel, Symfony and
+        Rails honour it), or None. Dropping override headers is not enough if the
+        parameter form gets through."""
+        query = request.rel_url.raw_query_string
+        if query and "_method" in unquote_plus(query).lower():
+            return "method override parameters (_method) are not accepted"
+        return None
+
+    def _key_in_other_header(self, request: web.BaseRequest) -> str | None:
         for name, value in request.headers.items():
-            if "_" not in value or self._is_credential_header(name, value):
-                continue  # every key has underscores: most values are skipped without a regex
-            found = KEY_PATTERN.search(value)
+            if ("_" not in value and "%" not in value) or self._is_credential_header(name, value):
+                continue  # every key has underscores (%5F encoded): most values skip the regex
+            found = find_key(value)  # cookies and forms are percent-decoded upstream
             if found is not None:
                 return found
         return None
