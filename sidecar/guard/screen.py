@@ -193,6 +193,10 @@ def _net(screened: Screened, modes: _Modes, *, wide: bool = False) -> Screened:
 
 def _binary(data: bytes, modes: _Modes) -> Screened:
     """Bytes that are no text: card numbers written in ASCII digits are all there is to find."""
+    if modes.reject and data.lstrip()[:1] in (b"{", b"[") and b"\\u" in data:
+        # JSON with a stray non-UTF-8 byte: lenient parsers (Go, Node) replace the byte and
+        # read the rest, escapes decoded, where a byte scan sees no escaped digit.
+        raise sniff.Undecodable("JSON-like bytes that are not UTF-8")
     if modes.card_numbers == "off":
         return Screened(data, False, (), inspected=True)
     masked, found = mask_cards_in_bytes(data)
