@@ -224,8 +224,11 @@ class SidecarProcess:
 
 
 @contextlib.asynccontextmanager
-async def sidecar_process(config: Path, output: Path) -> AsyncIterator[SidecarProcess]:
-    """Start `serve --config CONFIG`; on the way out, kill it if the test left it running."""
+async def sidecar_process(
+    config: Path, output: Path, **extra_env: str
+) -> AsyncIterator[SidecarProcess]:
+    """Start `serve --config CONFIG` (with `extra_env` added to its environment); on the way
+    out, kill it if the test left it running."""
     with output.open("wb") as sink:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -237,7 +240,7 @@ async def sidecar_process(config: Path, output: Path) -> AsyncIterator[SidecarPr
             stdin=asyncio.subprocess.DEVNULL,
             stdout=sink,
             stderr=asyncio.subprocess.STDOUT,
-            env=sidecar_env(),
+            env=sidecar_env(**extra_env),
         )
     try:
         yield SidecarProcess(process, output)

@@ -6,10 +6,8 @@ problem naming the key; `check-config` reports the same without serving.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,6 +24,7 @@ from tests.helpers import (
     is_listening,
     run_cli,
     sidecar_env,
+    sidecar_process,
     wait_until,
     write_config,
 )
@@ -276,30 +275,17 @@ async def test_serve_starts_with_service_links_and_warns_once(
 ) -> None:
     config = make_config(audit={"spool_dir": str(tmp_path / "spool")})
     output = tmp_path / "serve.log"
-    with output.open("wb") as sink:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "sidecar",
-            "serve",
-            "--config",
-            str(config),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=sink,
-            stderr=asyncio.subprocess.STDOUT,
-            env=sidecar_env(SIDECAR_SERVICE_HOST="10.96.0.12", SIDECAR_PORT_8443_TCP_PORT="8443"),
-        )
-    try:
+    links = {"SIDECAR_SERVICE_HOST": "10.96.0.12", "SIDECAR_PORT_8443_TCP_PORT": "8443"}
+    async with sidecar_process(config, output, **links) as sidecar:
         health_port = good_config["health"]["port"]
 
         async def serving() -> bool:
-            assert process.returncode is None, output.read_text()
+            assert sidecar.process.returncode is None, sidecar.log()
             return await accepts_connections(health_port)
 
         await wait_until(serving, within=FAST_EXIT_S)
-    finally:
-        process.terminate()
-        await asyncio.wait_for(process.wait(), FAST_EXIT_S)
+        sidecar.process.terminate()
+        await sidecar.wait_exit(FAST_EXIT_S)
     warnings = [line for line in output.read_text().splitlines() if "service-link" in line]
     assert len(warnings) == 1, output.read_text()
     assert "SIDECAR_SERVICE_HOST" in warnings[0]

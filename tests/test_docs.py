@@ -9,6 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from sidecar.config import Rate, Settings
+from sidecar.config.load import _unknown_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGURATION = ROOT / "docs" / "configuration.md"
@@ -32,7 +33,10 @@ def config_keys(model: type[BaseModel] = Settings, prefix: str = "") -> list[str
 
 @pytest.mark.parametrize("key", config_keys())
 def test_every_config_key_is_in_the_reference(key: str) -> None:
-    assert f"| `{key}` |" in CONFIGURATION.read_text(encoding="utf-8"), key
+    """Named with its environment variable, which the settings loader really reads."""
+    env = "SIDECAR_" + key.upper().replace(".", "__")
+    assert f"| `{key}` | `{env}` |" in CONFIGURATION.read_text(encoding="utf-8"), key
+    assert _unknown_environment({env: "x"}) == []  # the loader takes it as that key
 
 
 def test_the_reference_names_no_key_that_does_not_exist() -> None:
