@@ -800,7 +800,7 @@ def test_the_build_context_keeps_what_the_image_needs_and_drops_the_rest() -> No
     tracked = subprocess.run(
         ["git", "ls-files", *sorted(sources)], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
-    assert "sidecar/cli.py" in tracked
+    assert "sidecar/cli/main.py" in tracked
     assert [path for path in tracked if excluded(path, patterns)] == []
     for dropped in (
         ".venv/bin/python",
@@ -809,7 +809,7 @@ def test_the_build_context_keeps_what_the_image_needs_and_drops_the_rest() -> No
         "spool/audit/000001.log",
         "deploy/secrets/tls.key",
         ".pytest_cache/README.md",
-        "sidecar/__pycache__/cli.cpython-312.pyc",
+        "sidecar/cli/__pycache__/main.cpython-312.pyc",
     ):
         assert excluded(dropped, patterns), dropped
 
