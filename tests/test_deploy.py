@@ -809,7 +809,7 @@ def test_the_build_context_keeps_what_the_image_needs_and_drops_the_rest() -> No
         "spool/audit/000001.log",
         "deploy/secrets/tls.key",
         ".pytest_cache/README.md",
-        "sidecar/__pycache__/cli.cpython-312.pyc",
+        "sidecar/cli/__pycache__/main.cpython-312.pyc",
     ):
         assert excluded(dropped, patterns), dropped
 
