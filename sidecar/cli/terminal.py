@@ -49,7 +49,8 @@ def _json_escape_char(char: str) -> str:
 def json_line(document: Any) -> str:
     """`document` as one line of JSON, readable (non-ASCII text kept) yet inert: JSON escapes
     only C0 controls by itself, so DEL, C1, bidi controls and the like are escaped here.
-    They only ever occur inside strings, where `\\uXXXX` means the same character."""
+    They only ever occur inside strings, where a `\\u` escape of four hex digits means the
+    same character."""
     text = json.dumps(document, ensure_ascii=False)
     if text.isprintable():
         return text
