@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
 
 from bench.payloads import RESPONSE_BODY
+
+# The very loop choice `sidecar serve` makes (uvloop where installed), so no target gets a
+# faster loop than another.
+from sidecar.runtime.process import run_with_best_loop as run_on_fastest_loop
+
+__all__ = ["create_app", "run_on_fastest_loop", "serve_forever"]
 
 
 async def answer(request: web.Request) -> web.Response:
@@ -24,17 +29,6 @@ def create_app() -> web.Application:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", answer)
     return app
-
-
-def run_on_fastest_loop(main: Coroutine[Any, Any, None]) -> None:
-    """uvloop where installed, as `sidecar serve` does, so no target gets a faster loop."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
 
 
 async def serve_forever(app: web.Application, port: int, **site_options: Any) -> None:
