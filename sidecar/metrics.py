@@ -67,6 +67,21 @@ class Metrics:
         self.audit_records = Counter(
             "sidecar_audit_records", "Audit records by outcome.", ["outcome"], registry=r
         )
+        # SPEC §17: a writer that died and was started again (readyz fails meanwhile).
+        self.audit_writer_restarts = Counter(
+            "sidecar_audit_writer_restarts",
+            "Times a stream writer failed and was restarted.",
+            ["stream"],
+            registry=r,
+        )
+        # SPEC §17: spool entries that failed their checksum (or files that are not segments),
+        # moved to spool_dir/quarantine/ rather than replayed or dropped.
+        self.audit_quarantined = Counter(
+            "sidecar_audit_quarantined",
+            "Spool entries and files moved to the quarantine.",
+            ["stream"],
+            registry=r,
+        )
         self.redis_errors = Counter(
             "sidecar_redis_errors", "Redis calls that failed or timed out.", registry=r
         )
