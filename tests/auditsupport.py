@@ -97,7 +97,8 @@ async def the_record(redis: aioredis.Redis, request_id: str) -> dict[str, Any]:
 
 def assert_shape(record: dict[str, Any]) -> None:
     """The §7 key sets at each level, and the type of every field."""
-    assert set(record) == RECORD_FIELDS
+    # SPEC §17: the writer's chain members, and a mac when an integrity key is set.
+    assert set(record) - {"mac"} == RECORD_FIELDS | {"writer", "seq", "prev"}
     assert set(record["request"]) == REQUEST_FIELDS
     assert set(record["response"]) == RESPONSE_FIELDS
     assert record["v"] == 1

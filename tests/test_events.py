@@ -27,6 +27,7 @@ from tests.keysupport import (
 )
 
 FIELDS = {"v", "ts", "event", "request_id", "method", "path", "client_ip", "detail"}
+CHAIN = {"writer", "seq", "prev"}  # SPEC §17, and "mac" when an integrity key is set
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 STREAM = "test:auth-events"
 
@@ -161,8 +162,8 @@ async def test_every_rejection_writes_one_event(proxy: Proxy, redis_client: aior
     for event in events:
         want = expected[event["request_id"]]
         assert event["event"] == want.event
-        optional = {name for name in ("key_id", "key_name") if name in event}
-        assert set(event) == FIELDS | optional, event
+        optional = {name for name in ("key_id", "key_name", "mac") if name in event}
+        assert set(event) == FIELDS | CHAIN | optional, event
         assert event["v"] == 1
         assert TIMESTAMP.match(event["ts"]), event["ts"]
         moment = datetime.strptime(event["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)

@@ -8,8 +8,8 @@ from datetime import datetime
 import orjson
 
 from sidecar.audit.exchange import Exchange, K
-from sidecar.audit.writer import DurableStreamWriter
-from sidecar.errors import AuthenticationFailed, Rejected
+from sidecar.audit.writer import AuditUnavailable, DurableStreamWriter
+from sidecar.errors import AuthenticationFailed, Rejected, Unavailable
 from sidecar.metrics import Metrics
 
 EVENT_FIELD = "event"
@@ -61,13 +61,23 @@ def build_event(exchange: Exchange[K], rejection: Rejected) -> dict[str, object]
 
 
 class EventLog:
-    """The events stream as the request path sees it: count, queue, never wait."""
+    """The events stream as the request path sees it: count, queue, and wait until it is kept."""
 
-    def __init__(self, writer: DurableStreamWriter, metrics: Metrics) -> None:
+    def __init__(
+        self, writer: DurableStreamWriter, metrics: Metrics, *, durable_timeout_s: float
+    ) -> None:
         self._writer = writer
         self._metrics = metrics
+        self._durable_timeout_s = durable_timeout_s
 
-    def emit(self, document: dict[str, object]) -> None:
-        """Count and queue one event built by `build_event`."""
+    async def emit(self, document: dict[str, object]) -> None:
+        """Count, queue and wait for one event built by `build_event` to be durable (SPEC §17:
+        a refusal is answered only once its event is kept); `Unavailable` when it cannot be."""
         self._metrics.auth_events.labels(str(document["event"])).inc()
-        self._writer.submit(orjson.dumps(document))
+        seq = self._writer.submit(orjson.dumps(document))
+        try:
+            if seq is None:
+                raise AuditUnavailable("the event queue is full")
+            await self._writer.durable(seq, self._durable_timeout_s)
+        except AuditUnavailable as exc:
+            raise Unavailable(f"the event could not be kept ({exc})", retry_after=5) from None

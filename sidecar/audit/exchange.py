@@ -65,6 +65,7 @@ class Exchange(Generic[K]):
     request_headers: Iterable[tuple[str, str]] = ()
     status: int = 500
     upstream_seconds: float | None = None
+    recorded: bool = False  # its record has been queued (once: SPEC §7, one per request)
     # For the log line only:
     reason: str | None = None  # why the proxy refused it (the event name, or the detail)
     aborted: str | None = None  # why the upstream's answer broke off midway

@@ -126,6 +126,10 @@ class Spool:
         self._current = path
         return path
 
+    def adopt(self) -> int:
+        """Take over the segments of spools whose process is gone (none yet): how many."""
+        return 0
+
     def oldest(self) -> Path | None:
         """The first segment to replay, or None."""
         return self._segments[0] if self._segments else None

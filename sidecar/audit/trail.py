@@ -9,8 +9,9 @@ from sidecar.audit.crypto import BodyCipher
 from sidecar.audit.events import timestamp
 from sidecar.audit.exchange import Exchange, K
 from sidecar.audit.record import build_record, dumps_record
-from sidecar.audit.writer import DurableStreamWriter
+from sidecar.audit.writer import AuditUnavailable, DurableStreamWriter
 from sidecar.config import Settings
+from sidecar.errors import Unavailable
 from sidecar.metrics import Metrics
 
 RECORD_FIELD = "record"
@@ -25,8 +26,11 @@ class AuditTrail:
         writer: DurableStreamWriter,
         cipher: BodyCipher | None,
         metrics: Metrics,
+        *,
+        durable_timeout_s: float,
     ) -> None:
         self._writer = writer
+        self._durable_timeout_s = durable_timeout_s
         self._cipher = cipher
         self._metrics = metrics
         self._key_header = settings.keys.header
@@ -40,8 +44,9 @@ class AuditTrail:
         self._metrics.audit_records.labels("rejected").inc()
         return False
 
-    def record(self, exchange: Exchange[K], response_headers: Iterable[tuple[str, str]]) -> None:
-        """Build, encrypt (when configured) and queue the record of an audited `exchange`."""
+    def record(self, exchange: Exchange[K], response_headers: Iterable[tuple[str, str]]) -> int:
+        """Build, encrypt (when configured), seal and queue the record of an audited `exchange`:
+        its sequence number for `durable`. `Unavailable` (503) when the queue is full."""
         document = build_record(
             exchange,
             ts=timestamp(),
@@ -53,5 +58,18 @@ class AuditTrail:
         )
         if self._cipher is not None:
             document = self._cipher.encrypt_record(document)
-        if not self._writer.submit(dumps_record(document)):
+        seq = self._writer.submit(dumps_record(document))
+        if seq is None:
             self._metrics.audit_records.labels("rejected").inc()
+            raise Unavailable("the audit trail cannot take records right now", retry_after=5)
+        return seq
+
+    async def durable(self, seq: int) -> None:
+        """Return once record `seq` is in Redis or fsync'd on disk (SPEC §17: no answer
+        without a durable record); `Unavailable` when it cannot be."""
+        try:
+            await self._writer.durable(seq, self._durable_timeout_s)
+        except AuditUnavailable as exc:
+            self._metrics.audit_records.labels("undurable").inc()
+            detail = f"the audit record could not be kept ({exc})"
+            raise Unavailable(detail, retry_after=5) from None

@@ -1,10 +1,21 @@
-"""Durable, exactly-once writing of documents to a Redis Stream, off the request path.
+"""Durable, exactly-once, tamper-evident writing of documents to a Redis Stream (SPEC §17).
 
-Documents are numbered per writer (a random id per process, then 1, 2, 3…). A Lua script
-appends a batch and records the highest number it has appended for that writer, atomically,
-skipping numbers it has already seen; so a batch retried after a lost reply, or a spool
-replayed after a crash, never appears twice. While Redis is unreachable, batches go to the
-disk spool (fsync'd) and are replayed in order, before anything newer, when it returns.
+Documents are sealed in the order they are submitted (`sidecar.audit.integrity`: writer id,
+sequence number, the previous document's digest, an HMAC) and numbered per writer (a random id
+per process, then 1, 2, 3…). A Lua script appends a batch and records the highest number it has
+appended for that writer, atomically, skipping numbers it has already seen; so a batch retried
+after a lost reply, or a spool replayed after a crash, never appears twice. While Redis cannot
+take them, batches go to the disk spool (fsync'd) and are replayed in order, before anything
+newer, when it returns.
+
+"Durable" is what the request path waits for: a document is durable once Redis has
+acknowledged it or it is fsync'd in the spool. `durable(seq)` returns then, so no answer is
+given while its record is only in memory; it raises `AuditUnavailable` when the document can be
+kept nowhere (the spool is full or the disk fails) or not in time.
+
+The writer is supervised: if its loop fails (a bug, a spool that breaks in a way nobody
+foresaw), the error is logged, `restarted` reported, readiness fails, and the loop starts again
+after a pause with everything still queued in memory.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from pathlib import Path
 
 import structlog
 
+from sidecar.audit.integrity import IntegrityKeys, seal
 from sidecar.audit.spool import Spool, SpooledRecord, SpoolFull
 from sidecar.storage.client import RedisClient
 from sidecar.storage.failures import REDIS_FAILURES
@@ -28,6 +40,10 @@ log = structlog.get_logger("sidecar.audit.writer")
 BATCH = 256
 _SEQ_TTL_S = 30 * 86400
 _BACKOFF_S = (0.05, 0.1, 0.25, 0.5, 1.0)
+_RESTART_PAUSE_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+_ADOPT_EVERY_S = 30.0
+_RECENT = 64  # how many of the last documents' sizes the spool keeps room for one of
+_LINE_OVERHEAD = 48  # a spool line's checksum, writer id, seq, separators
 
 # KEYS: stream, this writer's high-water mark. ARGV: field, ttl, then seq/document pairs.
 _APPEND = """
@@ -46,6 +62,15 @@ return written
 """
 
 
+class AuditUnavailable(Exception):
+    """A submitted document could not be made durable: its request must not be answered."""
+
+
+def new_writer_id() -> str:
+    """A fresh writer id: 16 hex characters, unique per process and stream."""
+    return os.urandom(8).hex()
+
+
 @dataclass
 class WriterHooks:
     """Where the writer reports what happened, for the metrics."""
@@ -56,6 +81,7 @@ class WriterHooks:
     redis_error: Callable[[], None] = lambda: None
     depth: Callable[[int], None] = lambda _n: None
     spool_bytes: Callable[[int], None] = lambda _n: None
+    restarted: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -66,14 +92,20 @@ class DurableStreamWriter:
     stream: str
     field_name: str
     spool: Spool
+    integrity: IntegrityKeys | None = None
+    writer_id: str = field(default_factory=new_writer_id)
     max_queue: int = 50_000
     hooks: WriterHooks = field(default_factory=WriterHooks)
 
     def __post_init__(self) -> None:
-        self.writer_id = os.urandom(8).hex()
         self._seq = 0
+        self._prev = ""  # the digest of the last document sealed
+        self._durable = 0  # every seq up to this one is in Redis or fsync'd on disk
         self._queue: deque[SpooledRecord] = deque()
+        self._queued_bytes = 0  # what the queue would take in the spool
+        self._recent_sizes: deque[int] = deque(maxlen=_RECENT)
         self._wake = asyncio.Event()
+        self._progress = asyncio.Event()  # pulsed whenever `_durable` or the state changes
         self._idle = asyncio.Event()  # set while nothing waits in memory
         self._script = self.redis.register_script(_APPEND)
         # The hash tag puts the mark in the stream's slot, so the script is legal on a cluster.
@@ -82,25 +114,66 @@ class DurableStreamWriter:
         # Records wait in memory that the spool refused: until they are written somewhere,
         # nothing new may be accepted (SPEC §7: a full spool means 503, not unaudited requests).
         self._stuck = False
+        self.running = False  # the loop runs (False before start and while it restarts)
+        self.last_append_ok: bool | None = None  # the outcome of the last call to Redis
         self._update_idle()
         self.hooks.spool_bytes(self.spool.size)
 
     def can_accept(self) -> bool:
-        """Whether a new document is sure to be kept: room in memory and on disk."""
-        if self._stuck:
+        """Whether a new document is sure to be kept: room in memory, and on disk for what
+        waits in memory plus one more document as large as the largest of late (SPEC §17: a
+        request is forwarded only once its record can be kept)."""
+        if self._stuck or len(self._queue) >= self.max_queue:
             return False
-        return len(self._queue) < self.max_queue and self.spool.has_room()
+        return self.spool.has_room(self._queued_bytes + max(self._recent_sizes, default=0))
 
-    def submit(self, document: bytes) -> bool:
-        """Queue `document` for writing; False (nothing queued) when the memory queue is full."""
+    def problem(self) -> str | None:
+        """Why this writer is not fit to serve (for `/readyz`), or None."""
+        if not self.running:
+            return f"{self.stream}: writer not running (failed; restarting)"
+        if self._stuck:
+            return f"{self.stream}: spool full or failing: requests are refused"
+        if self.last_append_ok is False:
+            return f"{self.stream}: Redis refuses writes: records are spooled"
+        return None
+
+    def submit(self, document: bytes) -> int | None:
+        """Seal and queue `document` (compact JSON) for writing; its sequence number, to wait on
+        with `durable`, or None (nothing queued) when the memory queue is full."""
         if len(self._queue) >= self.max_queue:
-            return False
+            return None
         self._seq += 1
-        self._queue.append(SpooledRecord(self.writer_id, self._seq, document))
+        sealed = seal(
+            self.stream,
+            document,
+            writer=self.writer_id,
+            seq=self._seq,
+            prev=self._prev,
+            keys=self.integrity,
+        )
+        self._prev = sealed.digest
+        self._queue.append(SpooledRecord(self.writer_id, self._seq, sealed.document))
+        size = len(sealed.document) + _LINE_OVERHEAD
+        self._queued_bytes += size
+        self._recent_sizes.append(size)
         self._idle.clear()
         self._wake.set()
         self.hooks.depth(len(self._queue))
-        return True
+        return self._seq
+
+    async def durable(self, seq: int, timeout_s: float) -> None:
+        """Return once document `seq` is in Redis or fsync'd in the spool; `AuditUnavailable`
+        when it is stuck in memory (the spool refused it) or `timeout_s` passes first."""
+        if seq <= self._durable:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                while seq > self._durable:
+                    if self._stuck:
+                        raise AuditUnavailable("the audit spool cannot take records")
+                    await self._progress.wait()
+        except TimeoutError:
+            raise AuditUnavailable(f"no durable audit record within {timeout_s:g} s") from None
 
     @property
     def depth(self) -> int:
@@ -108,12 +181,37 @@ class DurableStreamWriter:
         return len(self._queue)
 
     async def run(self) -> None:
-        """Write queued and spooled documents until cancelled; never returns otherwise."""
+        """Write queued and spooled documents until cancelled; a failure restarts the loop."""
+        restarts = 0
         while True:
+            self.running = True
+            self._pulse()
+            try:
+                await self._loop()
+            except Exception:
+                self.running = False
+                self._pulse()
+                self.hooks.restarted()
+                log.exception("stream writer failed; restarting", stream=self.stream)
+                await asyncio.sleep(_RESTART_PAUSE_S[min(restarts, len(_RESTART_PAUSE_S) - 1)])
+                restarts += 1
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_adoption = loop.time() + _ADOPT_EVERY_S
+        while True:
+            if loop.time() >= next_adoption:
+                self.spool.adopt()
+                next_adoption = loop.time() + _ADOPT_EVERY_S
             if self.spool.empty and not self._queue:
                 self._update_idle()
                 self._wake.clear()
-                await self._wake.wait()
+                # Wake for new documents, or in time to look for orphaned spools.
+                try:
+                    async with asyncio.timeout(_ADOPT_EVERY_S):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
                 continue
             if await self._step():
                 self._failures = 0
@@ -140,7 +238,8 @@ class DurableStreamWriter:
         # memory) part of this batch, and newer records may have been queued behind it.
         last = batch[-1].seq
         while self._queue and self._queue[0].seq <= last:
-            self._queue.popleft()
+            self._forget(self._queue.popleft())
+        self._mark_durable(last)
         self.hooks.written(len(batch))
         self.hooks.depth(len(self._queue))
         self._update_idle()
@@ -170,9 +269,11 @@ class DurableStreamWriter:
                 if not self._stuck:
                     log.error("spool refused records; refusing new ones", error=str(exc))
                 self._stuck = True  # kept in memory; new requests are refused via can_accept()
+                self._pulse()
                 break
             for _ in batch:
-                self._queue.popleft()
+                self._forget(self._queue.popleft())
+            self._mark_durable(batch[-1].seq)
             self.hooks.spooled(len(batch))
         self.hooks.depth(len(self._queue))
         self.hooks.spool_bytes(self.spool.size)
@@ -182,11 +283,29 @@ class DurableStreamWriter:
         by_writer: dict[str, list[SpooledRecord]] = {}
         for record in batch:
             by_writer.setdefault(record.writer_id, []).append(record)
-        for writer_id, records in by_writer.items():
-            args: list[str | bytes | int] = [self.field_name, _SEQ_TTL_S]
-            for record in records:
-                args += [record.seq, record.document]
-            await self._script(keys=[self.stream, self._mark_prefix + writer_id], args=args)
+        try:
+            for writer_id, records in by_writer.items():
+                args: list[str | bytes | int] = [self.field_name, _SEQ_TTL_S]
+                for record in records:
+                    args += [record.seq, record.document]
+                await self._script(keys=[self.stream, self._mark_prefix + writer_id], args=args)
+        except REDIS_FAILURES:
+            self.last_append_ok = False
+            raise
+        self.last_append_ok = True
+
+    def _forget(self, record: SpooledRecord) -> None:
+        self._queued_bytes -= len(record.document) + _LINE_OVERHEAD
+
+    def _mark_durable(self, seq: int) -> None:
+        if seq > self._durable:
+            self._durable = seq
+            self._pulse()
+
+    def _pulse(self) -> None:
+        # Wakes every `durable` waiter: each checks its own seq and the state again.
+        self._progress.set()
+        self._progress.clear()
 
     def _log_failure(self, exc: BaseException) -> None:
         if self._failures == 0:
@@ -194,7 +313,9 @@ class DurableStreamWriter:
 
     def _update_idle(self) -> None:
         if not self._queue:
-            self._stuck = False
+            if self._stuck:
+                self._stuck = False
+                self._pulse()
             self._idle.set()
 
     async def flush(self, timeout_s: float) -> bool:

@@ -10,6 +10,7 @@ headers in `sidecar.proxy.hardened`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from email.utils import format_datetime
@@ -110,30 +111,49 @@ class Pipeline:
         try:
             response = await self._serve(request, exchange, forwarded_for)
         except Rejected as exc:
-            response = self._decorate(problem_response(exc, exchange.request_id), exchange)
-            exchange.reason = exc.event or exc.detail
-            if exc.event is not None:
-                self._events.emit(build_event(exchange, exc))
+            response = await self._refusal(exc, exchange)
         except (asyncio.CancelledError, ConnectionResetError):
             # The client went away: aiohttp cancels the handler, or writing to it fails. What
             # already reached the upstream is still recorded: 499, "client closed request".
             exchange.status = CLIENT_GONE
-            self._record(exchange, None)
-            self._finish(exchange)
+            self._record_unanswered(exchange)
             raise
         except UpstreamAborted as exc:
-            exchange.status = 502
+            if not exchange.recorded:
+                exchange.status = 502
             exchange.aborted = str(exc)
-            self._record(exchange, None)
-            self._finish(exchange)
+            self._record_unanswered(exchange)
             raise
         except Exception:
             self._log.exception("unhandled error", request_id=exchange.request_id)
             failure = InternalError("the sidecar failed to handle this request")
             response = self._decorate(problem_response(failure, exchange.request_id), exchange)
-        exchange.status = response.status
-        self._record(exchange, response)
+        if not exchange.recorded:
+            response = await self._keep_or_refuse(exchange, response)
         self._finish(exchange)
+        return response
+
+    async def _refusal(self, exc: Rejected, exchange: Exchange[Principal]) -> web.StreamResponse:
+        """The problem response for `exc`, once its event (if it has one) is durable."""
+        exchange.reason = exc.event or exc.detail
+        if exc.event is not None:
+            try:
+                await self._events.emit(build_event(exchange, exc))
+            except Unavailable as unavailable:
+                exc = unavailable  # SPEC §17: no refusal answered without its event kept
+        return self._decorate(problem_response(exc, exchange.request_id), exchange)
+
+    async def _keep_or_refuse(
+        self, exchange: Exchange[Principal], response: web.StreamResponse
+    ) -> web.StreamResponse:
+        """A response the proxy made itself (not yet sent): sent only once its record is
+        durable; a 503 instead when the record cannot be kept."""
+        exchange.status = response.status
+        try:
+            await self._keep(exchange, response)
+        except Unavailable as exc:
+            response = self._decorate(problem_response(exc, exchange.request_id), exchange)
+            exchange.status = response.status
         return response
 
     async def _serve(
@@ -263,9 +283,18 @@ class Pipeline:
             response_headers=self._response_headers(exchange),
             close=self._lifecycle.draining,
             capture=captures.response,
+            seal=lambda response, upstream_s: self._seal(exchange, response, upstream_s),
         )
-        exchange.upstream_seconds = forwarded.upstream_seconds
         return forwarded.response
+
+    async def _seal(
+        self, exchange: Exchange[Principal], response: web.StreamResponse, upstream_s: float
+    ) -> None:
+        """Called by the forwarder with the upstream's whole answer read and its end not yet
+        sent: the client's copy is complete only once the record is durable."""
+        exchange.upstream_seconds = upstream_s
+        exchange.status = response.status
+        await self._keep(exchange, response)
 
     def _response_headers(self, exchange: Exchange[Principal]) -> dict[str, str]:
         headers = {**self._security_headers, REQUEST_ID_HEADER: exchange.request_id}
@@ -306,15 +335,29 @@ class Pipeline:
             response.force_close()
         return response
 
-    def _record(self, exchange: Exchange[Principal], response: web.StreamResponse | None) -> None:
-        """The audit record of an exchange that passed routing and authorization."""
+    async def _keep(
+        self, exchange: Exchange[Principal], response: web.StreamResponse | None
+    ) -> None:
+        """Queue the record of an audited exchange and wait until it is durable (SPEC §17);
+        `Unavailable` when it cannot be. Nothing to do for an exchange that is not audited."""
         captures = exchange.captures
-        if captures is None:
+        if captures is None or exchange.recorded:
             return
         if isinstance(response, web.Response) and response.body is not None:
             # The proxy answered itself (413, 422, 502, 504…): record what it said.
             captures.response.feed(bytes(response.body))  # type: ignore[arg-type]
-        self._audit.record(exchange, () if response is None else response.headers.items())
+        headers = () if response is None else response.headers.items()
+        exchange.recorded = True
+        await self._audit.durable(self._audit.record(exchange, headers))
+
+    def _record_unanswered(self, exchange: Exchange[Principal]) -> None:
+        """The record of an exchange that ends without an answer (the client left, the
+        upstream broke off): queued, not waited for — there is no answer to hold back."""
+        if exchange.captures is not None and not exchange.recorded:
+            exchange.recorded = True
+            with contextlib.suppress(Unavailable):
+                self._audit.record(exchange, ())
+        self._finish(exchange)
 
     def _finish(self, exchange: Exchange[Principal]) -> None:
         """The metrics and the one log line of every exchange."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,7 +19,13 @@ from aiohttp import web
 from yarl import URL
 
 from sidecar.config import Upstream
-from sidecar.errors import BodyTimeout, BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
+from sidecar.errors import (
+    BodyTimeout,
+    BodyTooLarge,
+    Unavailable,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from sidecar.proxy.headers import response_headers_to_return
 from sidecar.proxy.upstream_head import fetch_head
 
@@ -31,6 +37,17 @@ class Capture(Protocol):
 
     def feed(self, chunk: bytes) -> None:
         """Take one chunk of a body as it streams."""
+
+
+# Called once the upstream's answer is read whole and before its end reaches the client, with
+# the response and the upstream's time to headers: the audit record is made durable here.
+Seal = Callable[[web.StreamResponse, float], Awaitable[None]]
+# Statuses that never carry a body: the headers are the whole answer.
+_BODILESS = frozenset({204, 304})
+
+
+async def _no_seal(_response: web.StreamResponse, _upstream_s: float) -> None:
+    return None
 
 
 class UpstreamAborted(Exception):
@@ -107,8 +124,15 @@ class UpstreamClient:
         response_headers: Mapping[str, str],
         close: bool = False,
         capture: Capture | None = None,
+        seal: Seal = _no_seal,
     ) -> Forwarded:
         """Forward, stream the response to the client, and return it once fully sent.
+
+        The client's copy is complete only after `seal` returns (SPEC §17: no answer without a
+        durable record): a body of known length holds back its last chunk, any other holds
+        back its end (the last chunk of the chunked encoding), a body-less answer its headers.
+        So a client that has the whole answer knows its record is kept; if `seal` fails, the
+        connection is cut before that (or a 503 sent, when nothing was sent yet).
 
         Raises `UpstreamUnavailable` (502) or `UpstreamTimeout` (504) while nothing has been
         sent to the client; after that, `UpstreamAborted`, so the caller cuts the connection
@@ -117,7 +141,7 @@ class UpstreamClient:
         url = self.url_for(request.rel_url.raw_path, request.rel_url.raw_query_string)
         started = time.perf_counter()
         if request.method == "HEAD":
-            return await self._forward_head(request, url, headers, response_headers, close)
+            return await self._forward_head(request, url, headers, response_headers, close, seal)
         try:
             upstream = await self._session.request(
                 request.method,
@@ -149,19 +173,23 @@ class UpstreamClient:
             response.headers.update(response_headers)
             if close:
                 response.force_close()
-            await response.prepare(request)
+            length = upstream.content_length
+            if length == 0 or upstream.status in _BODILESS:
+                await seal(response, upstream_seconds)
+                await response.prepare(request)
+                await response.write_eof()
+                return Forwarded(response=response, upstream_seconds=upstream_seconds)
+            held = await self._relay(request, upstream, response, length, capture)
             try:
-                async for chunk in upstream.content.iter_chunked(_CHUNK):
-                    if capture is not None:
-                        capture.feed(chunk)
-                    try:
-                        await response.write(chunk)
-                    except ConnectionResetError:
-                        # The client went away. aiohttp's error for it is also a ClientError;
-                        # a plain one keeps it from passing for an upstream failure below.
-                        raise ConnectionResetError("the client closed the connection") from None
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise UpstreamAborted(type(exc).__name__) from None
+                await seal(response, upstream_seconds)
+            except Unavailable as exc:
+                if response.prepared:
+                    raise UpstreamAborted(f"audit record not kept: {exc.detail}") from None
+                raise
+            if not response.prepared:
+                await response.prepare(request)
+            if held:
+                await response.write(held)
             await response.write_eof()
         finally:
             upstream.release()
@@ -174,6 +202,7 @@ class UpstreamClient:
         headers: list[tuple[str, str]],
         response_headers: Mapping[str, str],
         close: bool,
+        seal: Seal,
     ) -> Forwarded:
         started = time.perf_counter()
         answer = await fetch_head(
@@ -194,9 +223,41 @@ class UpstreamClient:
         response.headers.update(response_headers)
         if close:
             response.force_close()
+        await seal(response, upstream_seconds)  # a HEAD answer is whole with its headers
         await response.prepare(request)
         await response.write_eof()
         return Forwarded(response=response, upstream_seconds=upstream_seconds)
+
+    @staticmethod
+    async def _relay(
+        request: web.BaseRequest,
+        upstream: aiohttp.ClientResponse,
+        response: web.StreamResponse,
+        length: int | None,
+        capture: Capture | None,
+    ) -> bytes:
+        """Stream the upstream's body to the client, all but the chunk that completes a body of
+        known `length` (returned, for after the seal). Headers go out with the first chunk
+        written, so a body that arrives in one chunk leaves in one write after the seal."""
+        sent = 0
+        try:
+            async for chunk in upstream.content.iter_chunked(_CHUNK):
+                if capture is not None:
+                    capture.feed(chunk)
+                if length is not None and sent + len(chunk) >= length:
+                    return chunk  # the client library stops at `length`: this is the last
+                if not response.prepared:
+                    await response.prepare(request)
+                try:
+                    await response.write(chunk)
+                except ConnectionResetError:
+                    # The client went away. aiohttp's error for it is also a ClientError;
+                    # a plain one keeps it from passing for an upstream failure below.
+                    raise ConnectionResetError("the client closed the connection") from None
+                sent += len(chunk)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamAborted(type(exc).__name__) from None
+        return b""
 
 
 async def body_chunks(stream: aiohttp.StreamReader, timeout_s: float) -> AsyncIterator[bytes]:

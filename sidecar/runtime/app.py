@@ -39,6 +39,9 @@ from sidecar.storage.ratelimit import RateLimiter
 from sidecar.tasks import BackgroundTasks
 
 ROTATION_SCAN_EVERY_S = 300.0
+# The longest a request waits for its record to be kept (SPEC §17): a Redis that stopped
+# answering costs one call's timeout before the record is spooled instead.
+DURABLE_TIMEOUT_FLOOR_S = 5.0
 EVENTS_SPOOL_SHARE = 8  # the events spool may use 1/8 of audit.spool_max_bytes
 
 
@@ -149,6 +152,7 @@ async def open_sidecar(
                 on_error=metrics.redis_errors.inc,
             )
         )
+        durable_timeout_s = max(DURABLE_TIMEOUT_FLOOR_S, 10 * settings.redis.timeout_s)
         pipeline = Pipeline(
             settings,
             routes=RouteTable(settings.routes, settings.default_route),
@@ -156,8 +160,14 @@ async def open_sidecar(
                 settings.upstream, session, max_head_bytes=settings.limits.max_header_bytes
             ),
             authenticator=authenticator,
-            events=EventLog(event_writer, metrics),
-            audit=AuditTrail(settings, audit_writer, _cipher(settings), metrics),
+            events=EventLog(event_writer, metrics, durable_timeout_s=durable_timeout_s),
+            audit=AuditTrail(
+                settings,
+                audit_writer,
+                _cipher(settings),
+                metrics,
+                durable_timeout_s=durable_timeout_s,
+            ),
             metrics=metrics,
             lifecycle=lifecycle,
             security_headers=headers,
@@ -172,7 +182,7 @@ async def open_sidecar(
             health_app=web.Application(),
             security_headers=headers,
         )
-        checks = _readiness_checks(sidecar, redis, audit_writer)
+        checks = _readiness_checks(sidecar, redis, (audit_writer, event_writer))
         sidecar.health_app = create_health_app(checks, metrics)
         yield sidecar
 
@@ -243,7 +253,8 @@ def _durable_writer(
 ) -> DurableStreamWriter:
     """A spooling writer; the audit stream's one also drives the audit metrics."""
     directory = settings.audit.spool_dir / ("audit" if audited else "events")
-    hooks = WriterHooks(redis_error=metrics.redis_errors.inc)
+    restarted = metrics.audit_writer_restarts.labels(stream).inc
+    hooks = WriterHooks(redis_error=metrics.redis_errors.inc, restarted=restarted)
     if audited:
         records = metrics.audit_records
         hooks = WriterHooks(
@@ -253,6 +264,7 @@ def _durable_writer(
             redis_error=metrics.redis_errors.inc,
             depth=metrics.audit_queue_depth.set,
             spool_bytes=metrics.audit_spool_bytes.set,
+            restarted=restarted,
         )
     return DurableStreamWriter(redis, stream, field_name, Spool(directory, budget), hooks=hooks)
 
@@ -263,9 +275,13 @@ def _cipher(settings: Settings) -> BodyCipher | None:
 
 
 def _readiness_checks(
-    sidecar: Sidecar, redis: RedisClient, audit_writer: DurableStreamWriter
+    sidecar: Sidecar, redis: RedisClient, writers: tuple[DurableStreamWriter, ...]
 ) -> list[ReadinessCheck]:
     lifecycle, metrics = sidecar.lifecycle, sidecar.metrics
+    audit_writer = writers[0]
+    # SPEC §17: a short-lived key in the audit stream's slot (so a cluster takes it where the
+    # records go): an ACL or a read-only replica that refuses writes fails readiness.
+    probe_key = f"{{{audit_writer.stream}}}:readyz:{audit_writer.writer_id}"
 
     async def config_loaded() -> str | None:
         return None  # a process that got this far has a valid configuration
@@ -281,13 +297,20 @@ def _readiness_checks(
             await redis.ping()
         if call.failed:
             return f"redis unreachable ({type(call.error).__name__})"
+        with tolerate_redis(metrics.redis_errors.inc) as call:
+            await redis.set(probe_key, b"1", px=10_000)
+        if call.failed:
+            return f"redis refuses the sidecar's writes ({type(call.error).__name__})"
         return None
 
     async def not_draining() -> str | None:
         return "shutting down" if lifecycle.draining else None
 
     async def audit_accepting() -> str | None:
-        return None if audit_writer.can_accept() else "audit spool full: requests are refused"
+        problems = [problem for writer in writers if (problem := writer.problem()) is not None]
+        if not problems and not audit_writer.can_accept():
+            problems.append("audit spool full: requests are refused")
+        return "; ".join(problems) or None
 
     return [
         ReadinessCheck("config", config_loaded),
