@@ -10,7 +10,6 @@ headers in `sidecar.proxy.hardened`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass
 from email.utils import format_datetime
@@ -37,6 +36,7 @@ from sidecar.keys.format import mask_keys
 from sidecar.metrics import Metrics
 from sidecar.proxy.bodies import Outgoing, prepare_request_body
 from sidecar.proxy.headers import REQUEST_ID_HEADER, client_address, request_id
+from sidecar.proxy.outcome import finish, keep, record_unanswered
 from sidecar.proxy.paths import NonCanonicalPath, PathReading
 from sidecar.proxy.problems import problem_response
 from sidecar.proxy.routes import UNMATCHED, CompiledRoute, RouteTable, missing_scopes
@@ -116,13 +116,15 @@ class Pipeline:
             # The client went away: aiohttp cancels the handler, or writing to it fails. What
             # already reached the upstream is still recorded: 499, "client closed request".
             exchange.status = CLIENT_GONE
-            self._record_unanswered(exchange)
+            record_unanswered(self._audit, exchange)
+            finish(exchange, self._metrics, self._log)
             raise
         except UpstreamAborted as exc:
             if not exchange.recorded:
                 exchange.status = 502
             exchange.aborted = str(exc)
-            self._record_unanswered(exchange)
+            record_unanswered(self._audit, exchange)
+            finish(exchange, self._metrics, self._log)
             raise
         except Exception:
             self._log.exception("unhandled error", request_id=exchange.request_id)
@@ -130,7 +132,7 @@ class Pipeline:
             response = self._decorate(problem_response(failure, exchange.request_id), exchange)
         if not exchange.recorded:
             response = await self._keep_or_refuse(exchange, response)
-        self._finish(exchange)
+        finish(exchange, self._metrics, self._log)
         return response
 
     async def _refusal(self, exc: Rejected, exchange: Exchange[Principal]) -> web.StreamResponse:
@@ -150,7 +152,7 @@ class Pipeline:
         durable; a 503 instead when the record cannot be kept."""
         exchange.status = response.status
         try:
-            await self._keep(exchange, response)
+            await keep(self._audit, exchange, response)
         except Unavailable as exc:
             response = self._decorate(problem_response(exc, exchange.request_id), exchange)
             exchange.status = response.status
@@ -294,7 +296,7 @@ class Pipeline:
         sent: the client's copy is complete only once the record is durable."""
         exchange.upstream_seconds = upstream_s
         exchange.status = response.status
-        await self._keep(exchange, response)
+        await keep(self._audit, exchange, response)
 
     def _response_headers(self, exchange: Exchange[Principal]) -> dict[str, str]:
         headers = {**self._security_headers, REQUEST_ID_HEADER: exchange.request_id}
@@ -334,56 +336,3 @@ class Pipeline:
         if self._lifecycle.draining:
             response.force_close()
         return response
-
-    async def _keep(
-        self, exchange: Exchange[Principal], response: web.StreamResponse | None
-    ) -> None:
-        """Queue the record of an audited exchange and wait until it is durable (SPEC §17);
-        `Unavailable` when it cannot be. Nothing to do for an exchange that is not audited."""
-        captures = exchange.captures
-        if captures is None or exchange.recorded:
-            return
-        if isinstance(response, web.Response) and response.body is not None:
-            # The proxy answered itself (413, 422, 502, 504…): record what it said.
-            captures.response.feed(bytes(response.body))  # type: ignore[arg-type]
-        headers = () if response is None else response.headers.items()
-        exchange.recorded = True
-        await self._audit.durable(self._audit.record(exchange, headers))
-
-    def _record_unanswered(self, exchange: Exchange[Principal]) -> None:
-        """The record of an exchange that ends without an answer (the client left, the
-        upstream broke off): queued, not waited for — there is no answer to hold back."""
-        if exchange.captures is not None and not exchange.recorded:
-            exchange.recorded = True
-            with contextlib.suppress(Unavailable):
-                self._audit.record(exchange, ())
-        self._finish(exchange)
-
-    def _finish(self, exchange: Exchange[Principal]) -> None:
-        """The metrics and the one log line of every exchange."""
-        duration = time.perf_counter() - exchange.started
-        self._metrics.requests.labels(exchange.route, str(exchange.status)).inc()
-        self._metrics.request_duration.observe(duration)
-        if exchange.upstream_seconds is not None:
-            self._metrics.upstream_duration.observe(exchange.upstream_seconds)
-        extra: dict[str, str] = {}
-        if exchange.exposed_key_id is not None:
-            extra["key_id"] = exchange.exposed_key_id
-        if exchange.reason is not None:
-            extra["reason"] = exchange.reason
-        if exchange.aborted is not None:
-            extra["aborted"] = exchange.aborted
-        if exchange.captures is not None and exchange.captures.note is not None:
-            extra["guard"] = exchange.captures.note
-        self._log.info(
-            "request",
-            request_id=exchange.request_id,
-            method=exchange.method,
-            path=exchange.shown_path,
-            status=exchange.status,
-            route=exchange.route,
-            client_ip=exchange.client_ip,
-            key_name=exchange.principal.name if exchange.principal else None,
-            duration_ms=round(duration * 1000, 3),
-            **extra,
-        )
