@@ -54,7 +54,7 @@ class Exchange(Generic[K]):
     method: str
     client_ip: str
     path: str  # as received: the record's (bounded there when no key was authenticated)
-    shown_path: str  # for events and the log line: bounded, keys masked
+    shown_path: str  # for events and the log line: `guard.shown.shown(path)`, as the record masks
     started: float  # `time.perf_counter()` when the request arrived
     route: str  # the matched route's label, or the proxy's label for none
     principal: K | None = None  # the authenticated key

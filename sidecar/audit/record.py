@@ -17,10 +17,14 @@ from typing import TYPE_CHECKING
 import orjson
 
 from sidecar.errors import SidecarError
-from sidecar.guard.cards import mask_cards, might_hold_cards
 from sidecar.guard.credentials import CREDENTIAL_HEADERS, is_credential_name
 from sidecar.guard.keyshapes import mask_keys
 from sidecar.guard.rules import redact_bytes, redact_text
+
+# Re-exported: the record, events and log lines bound and mask shown text the same way.
+from sidecar.guard.shown import SHOWN_CHARS as SHOWN_CHARS
+from sidecar.guard.shown import bounded as bounded
+from sidecar.guard.shown import masked
 
 if TYPE_CHECKING:
     from sidecar.audit.exchange import Exchange, K
@@ -31,8 +35,6 @@ BASE64 = "base64"
 _FORM = "application/x-www-form-urlencoded"
 # The longest a UTF-8 sequence can lack at the end of a capture: a 4-byte one cut after 3.
 _MAX_CUT = 3
-# Events and records of requests nobody authenticated: what one of them stores is bounded.
-SHOWN_CHARS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +72,6 @@ class BodyCapture:
     def result(self) -> CapturedBody:
         """What was kept, and how many bytes were fed in all."""
         return CapturedBody(bytes(self._buffer), self._total)
-
-
-def bounded(text: str, limit: int = SHOWN_CHARS) -> str:
-    """`text`, cut to `limit` characters with a note of how much was left out."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}…(+{len(text) - limit} chars)"
 
 
 def capture(data: bytes, limit: int) -> CapturedBody:
@@ -173,7 +168,9 @@ def build_record(
         raw_text, mapped_text = mask_keys(raw_text), mask_keys(mapped_text)
     response_text = mask_keys(response_text)
     principal = exchange.principal
-    path, query = exchange.path, exchange.query
+    # Masked, then bounded (as `shown` does for the event and the log line): a cut must not
+    # leave part of a card number unmasked.
+    path, query = masking.path(exchange.path), masking.query(exchange.query)
     if principal is None:
         path, query = bounded(path), bounded(query)
     upstream_seconds = exchange.upstream_seconds
@@ -182,8 +179,8 @@ def build_record(
         "ts": ts,
         "request_id": exchange.request_id,
         "method": exchange.method,
-        "path": masking.path(path),
-        "query": masking.query(query),
+        "path": path,
+        "query": query,
         "client_ip": exchange.client_ip,
         "key_name": principal.name if principal else None,
         "key_id": principal.key_id if principal else None,
@@ -305,16 +302,16 @@ class _Masking:
         return self.text(text, content_type)
 
     def path(self, path: str) -> str:
-        return mask_keys(mask_cards(path)[0] if self.card_numbers != "off" else path)
+        """The path as events and log lines show it too (`sidecar.guard.shown`)."""
+        return masked(path, cards=self.card_numbers != "off")
 
     def headers(self, headers: dict[str, str]) -> dict[str, str]:
         """Header values with card numbers and key secrets masked, as the path is."""
+        cards = self.card_numbers != "off"
         for name, value in headers.items():
-            masked = mask_keys(value)
-            if self.card_numbers != "off" and might_hold_cards(masked):
-                masked = mask_cards(masked)[0]
-            if masked is not value:
-                headers[name] = masked
+            shown = masked(value, cards=cards)
+            if shown is not value:
+                headers[name] = shown
         return headers
 
     def query(self, query: str) -> str:

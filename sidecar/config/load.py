@@ -24,6 +24,7 @@ from sidecar.config.settings import (
     ENV_PREFIX,
     Settings,
 )
+from sidecar.config.url_credentials import mask_url_credentials
 from sidecar.errors import ConfigError
 
 
@@ -105,6 +106,8 @@ def _describe(error: Mapping[str, Any]) -> str:
     if error["type"] not in ("missing",) and "input" in error:
         shown = error["input"]
         if isinstance(shown, str | int | float | bool) and key not in _SECRET_KEYS:
+            # A URL that is wrong in some other way may still carry a right password.
+            shown = mask_url_credentials(shown) if isinstance(shown, str) else shown
             message += f" (got {shown!r})"
     return f"{key}: {message}"
 

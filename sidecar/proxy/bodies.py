@@ -33,6 +33,7 @@ from sidecar.errors import BadRequest, BodyTooLarge, KeyInHeader
 from sidecar.guard import inflate
 from sidecar.guard.keyshapes import find_key
 from sidecar.guard.screen import screen_body
+from sidecar.guard.shown import shown_header
 from sidecar.guard.sniff import Undecodable, declared_kind, looks_like_form, media_type
 from sidecar.proxy.screening import MisplacedKey
 from sidecar.proxy.upstream import Capture, LimitedBody, body_chunks
@@ -112,8 +113,10 @@ async def prepare_request_body(
     kind = declared_kind(media_type(content_type))
     if not (guard.active or route_map is not None) or not (reject or kind or not content_type):
         captures.inspected = False
+        # The type is the client's text, quoted in the log line: masked and bounded.
+        shown_type = shown_header(media_type(content_type), cards=guard.card_numbers != "off")
         captures.note = "not inspected: " + (
-            "data guard off" if not guard.active else f"{media_type(content_type)} streamed"
+            "data guard off" if not guard.active else f"{shown_type} streamed"
         )
         return streamed
     limit = min(guard.max_inspect_bytes, max_body)

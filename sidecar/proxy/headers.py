@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from sidecar.config import Hsts
+from sidecar.guard.shown import shown_header
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -166,7 +167,8 @@ class RequestHeaderPolicy:
         """Why these request headers cannot be read unambiguously, or None."""
         for token in connection_tokens(connection):
             if token in self._protected or token.startswith(_READ_OR_SET_PREFIXES):
-                return f"Connection may not name the end-to-end header {token!r}"
+                # The client's token, in the answer and the log line: masked and bounded.
+                return f"Connection may not name the end-to-end header {shown_header(token)!r}"
         if self._underscores == "reject":
             for name, _value in headers:
                 if not is_plain_name(name):

@@ -9,9 +9,14 @@ from typing import Any
 
 import structlog
 
+from sidecar.config.url_credentials import SEPARATOR, mask_url_credentials
 from sidecar.guard.credentials import CREDENTIAL_HEADERS
 
 _REDACTED = "[redacted]"
+# Values nested deeper than this are rendered as they are: no log call of ours nests so deep,
+# and the walk must end on a structure that refers to itself.
+_MAX_DEPTH = 8
+_PLAIN = (int, float, bool, type(None))
 
 
 def drop_credentials(
@@ -22,6 +27,39 @@ def drop_credentials(
         if name.lower().replace("_", "-") in CREDENTIAL_HEADERS:
             event[name] = _REDACTED
     return event
+
+
+def mask_urls(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """The password of any URL in any value (the message, a nested list or dict, an exception's
+    text) masked (`scheme://user:***@host`), so the upstream, Redis or archive URL never shows
+    one, whoever logged it. Runs last before the renderer, after `format_exc_info`."""
+    for name, value in event.items():
+        masked = _masked(value, 0)
+        if masked is not value:
+            event[name] = masked
+    return event
+
+
+def _masked(value: Any, depth: int) -> Any:
+    """`value` with URL credentials masked; the same object when there were none."""
+    if isinstance(value, str):
+        return mask_url_credentials(value)
+    if isinstance(value, _PLAIN) or depth >= _MAX_DEPTH:
+        return value
+    if isinstance(value, dict):
+        items = {key: _masked(item, depth + 1) for key, item in value.items()}
+        same = all(items[key] is item for key, item in value.items())
+        return value if same else items
+    if isinstance(value, list | tuple | set | frozenset):
+        masked = [_masked(item, depth + 1) for item in value]
+        same = all(new is old for new, old in zip(masked, value, strict=True))
+        return value if same else masked
+    # Anything else is rendered by its repr (an exception, a settings object, a URL type):
+    # that is the text to look at.
+    text = repr(value)
+    return mask_url_credentials(text) if SEPARATOR in text else value
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
@@ -53,7 +91,14 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # Exceptions of foreign (stdlib) records too become text that `mask_urls`
+                # reads; ours were formatted in the chain above already.
+                structlog.processors.format_exc_info,
+                mask_urls,
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()
