@@ -285,10 +285,6 @@ async def test_a_sidecar_whose_sentinels_fail_never_logs_their_passwords(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the pipeline to set shown_path=shown(path, cards=...) (lead's file)",
-)
 async def test_the_record_the_event_and_the_log_line_show_one_masked_path(
     tmp_path: Path,
     cert_files: tuple[Path, Path],

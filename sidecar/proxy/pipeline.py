@@ -19,7 +19,7 @@ from aiohttp import web
 
 from sidecar.audit.events import EventLog, build_event
 from sidecar.audit.exchange import Captures, Exchange
-from sidecar.audit.record import BodyCapture, bounded
+from sidecar.audit.record import BodyCapture
 from sidecar.audit.trail import AuditTrail
 from sidecar.config import Settings
 from sidecar.errors import (
@@ -31,6 +31,7 @@ from sidecar.errors import (
     Rejected,
     Unavailable,
 )
+from sidecar.guard.shown import shown
 from sidecar.keys.authenticator import Authenticator, Principal
 from sidecar.keys.format import mask_keys
 from sidecar.metrics import Metrics
@@ -104,7 +105,7 @@ class Pipeline:
             method=request.method,
             client_ip=client_ip,
             path=path,
-            shown_path=bounded(path),
+            shown_path=shown(path, cards=self._guard.card_numbers != "off"),
             started=time.perf_counter(),
             route=UNMATCHED,
         )
