@@ -10,7 +10,8 @@ disk spool (fsync'd) and are replayed in order, before anything newer, when it r
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ log = structlog.get_logger("sidecar.audit.writer")
 BATCH = 256
 _SEQ_TTL_S = 30 * 86400
 _BACKOFF_S = (0.05, 0.1, 0.25, 0.5, 1.0)
+ADOPT_EVERY_S = 30.0  # how often to look for spools of processes that are gone
 
 # KEYS: stream, this writer's high-water mark. ARGV: field, ttl, then seq/document pairs.
 _APPEND = """
@@ -70,7 +72,7 @@ class DurableStreamWriter:
     hooks: WriterHooks = field(default_factory=WriterHooks)
 
     def __post_init__(self) -> None:
-        self.writer_id = os.urandom(8).hex()
+        self.writer_id = self.spool.owner  # the spool directory is named after its writer
         self._seq = 0
         self._queue: deque[SpooledRecord] = deque()
         self._wake = asyncio.Event()
@@ -109,11 +111,17 @@ class DurableStreamWriter:
 
     async def run(self) -> None:
         """Write queued and spooled documents until cancelled; never returns otherwise."""
+        adopt_at = float("-inf")
         while True:
+            if time.monotonic() >= adopt_at:
+                adopt_at = time.monotonic() + ADOPT_EVERY_S
+                if self.spool.adopt():
+                    self.hooks.spool_bytes(self.spool.size)
             if self.spool.empty and not self._queue:
                 self._update_idle()
                 self._wake.clear()
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), ADOPT_EVERY_S)
                 continue
             if await self._step():
                 self._failures = 0

@@ -114,6 +114,8 @@ async def open_sidecar(
             SpoolBudget(events_share),
             metrics,
         )
+        for writer in (audit_writer, event_writer):
+            stack.callback(writer.spool.close)  # after the task stops: the next process adopts
         stack.push_async_callback(tasks.cancel_all)
         for writer in (audit_writer, event_writer):
             # On the way out: everything queued goes to Redis, or to the spool for next time.
@@ -242,7 +244,6 @@ def _durable_writer(
     audited: bool = False,
 ) -> DurableStreamWriter:
     """A spooling writer; the audit stream's one also drives the audit metrics."""
-    directory = settings.audit.spool_dir / ("audit" if audited else "events")
     hooks = WriterHooks(redis_error=metrics.redis_errors.inc)
     if audited:
         records = metrics.audit_records
@@ -254,7 +255,16 @@ def _durable_writer(
             depth=metrics.audit_queue_depth.set,
             spool_bytes=metrics.audit_spool_bytes.set,
         )
-    return DurableStreamWriter(redis, stream, field_name, Spool(directory, budget), hooks=hooks)
+    spool = Spool(
+        settings.audit.spool_dir,
+        "audit" if audited else "events",
+        budget,
+        stream=stream,
+        quarantined=metrics.audit_quarantined.labels(stream).inc,
+        # The writer does not seal documents with their chain yet: check only CRC and shape.
+        verify_chain=False,
+    )
+    return DurableStreamWriter(redis, stream, field_name, spool, hooks=hooks)
 
 
 def _cipher(settings: Settings) -> BodyCipher | None:
