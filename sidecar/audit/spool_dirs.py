@@ -115,6 +115,9 @@ class DirLock:
         """Delete `directory` (holding only its lock file) while still holding the lock, then
         release; False, with the lock still held, if other files are left in it."""
         try:
+            # Check first: a directory whose lock file is gone could never be adopted again.
+            if any(name != LOCK_NAME for name in os.listdir(directory)):
+                return False
             (directory / LOCK_NAME).unlink(missing_ok=True)
             directory.rmdir()
             fsync_dir(directory.parent)
