@@ -123,8 +123,8 @@ async def test_spools_of_killed_processes_are_adopted_by_a_different_worker_coun
             sidecar_process(configs[1], tmp_path / "second.log") as second,
         ):
             running = [first, second]
-            for process, (proxy_port, health_port) in zip(running, ports, strict=True):
-                await wait_ready(process, session, health_port)
+            for sidecar, (proxy_port, health_port) in zip(running, ports, strict=True):
+                await wait_ready(sidecar, session, health_port)
                 warm = {**headers, "X-Request-Id": f"warm-{uuid.uuid4().hex}"}
                 url = f"https://localhost:{proxy_port}/v1/orders/0"
                 assert await get(session, url, headers=warm) == 200  # key cached for the outage
@@ -148,9 +148,9 @@ async def test_spools_of_killed_processes_are_adopted_by_a_different_worker_coun
                     return metric_value(text, "sidecar_audit_records_total", labels) >= PER_PROCESS
 
                 await wait_until(on_disk, within=10)
-            for process in running:
-                process.process.send_signal(signal.SIGKILL)
-                assert await process.wait_exit(within=5) == -signal.SIGKILL
+            for sidecar in running:
+                sidecar.process.send_signal(signal.SIGKILL)
+                assert await sidecar.wait_exit(within=5) == -signal.SIGKILL
 
         owners = {segment.parent for segment in segments(spool_dir)}
         assert len(owners) == 2, "each process spooled into a directory of its own"
