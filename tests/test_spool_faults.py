@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
 from sidecar.audit.integrity import seal
-from sidecar.audit.spool import SpoolBudget, SpooledRecord
+from sidecar.audit.spool import SpoolBudget, SpooledRecord, SpoolFull
 from sidecar.audit.spool_format import encode
 from sidecar.audit.writer import DurableStreamWriter
 from tests.helpers import wait_until
@@ -167,6 +167,20 @@ def test_an_own_segment_that_vanished_does_not_stop_later_appends(tmp_path: Path
     assert spool.read(segment) == []
     spool.append(records(spool.owner, [2]))
     assert replay_all(spool) == records(spool.owner, [2])
+
+
+def test_appends_resume_in_a_new_segment_once_a_vanished_directory_is_back(
+    tmp_path: Path,
+) -> None:
+    spool = make_spool(tmp_path / "spool")
+    spool.append(records(spool.owner, [1]))
+    shutil.rmtree(spool.directory)  # the disk went away under the process
+    with pytest.raises(SpoolFull):
+        spool.append(records(spool.owner, [2]))
+    spool.directory.mkdir(mode=0o700)  # and came back, empty
+    spool.append(records(spool.owner, [2]))
+    assert replay_all(spool) == records(spool.owner, [2])
+    assert spool.budget.used == 0
 
 
 # -- a quarantine that cannot be written -----------------------------------------------------------

@@ -56,7 +56,7 @@ def _ignore(_count: int) -> None:
     pass
 
 
-@dataclass
+@dataclass(eq=False)
 class Spool:
     """Records Redis has not acknowledged, fsync'd to segments in this process's directory,
     plus the segments of directories adopted from processes that are gone.
@@ -131,7 +131,11 @@ class Spool:
 
     def _write(self, data: bytes) -> None:
         path = self._writable_segment()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            self._current = None  # gone or replaced: once the disk is back, start a new one
+            raise
         start = os.fstat(fd).st_size
         try:
             view = memoryview(data)
