@@ -126,7 +126,7 @@ async def test_records_spooled_before_a_sigkill_are_replayed_once_by_the_next_pr
             await wait_until(all_on_disk, within=10)
             first.process.send_signal(signal.SIGKILL)
             assert await first.wait_exit(within=5) == -signal.SIGKILL
-        assert list((spool_dir / "audit").glob("*.spool")), "nothing left on disk to replay"
+        assert list((spool_dir / "audit").glob("*/*.spool")), "nothing left on disk to replay"
 
         redis_outage.start()  # empty: it keeps no data across restarts
         fresh = aioredis.Redis.from_url(redis_outage.url)
@@ -143,7 +143,7 @@ async def test_records_spooled_before_a_sigkill_are_replayed_once_by_the_next_pr
                 assert await request_ids_in_stream(fresh) == Counter(ids)  # each exactly once
 
                 async def spool_emptied() -> bool:
-                    return not list((spool_dir / "audit").glob("*.spool"))
+                    return not list((spool_dir / "audit").glob("*/*.spool"))
 
                 await wait_until(spool_emptied, within=5)
                 second.process.send_signal(signal.SIGTERM)

@@ -478,7 +478,7 @@ async def test_records_made_while_redis_is_down_are_spooled_and_replayed_exactly
         return await audit_metric(proxy, "spooled") >= spooled_before + 30
 
     await wait_until(all_on_disk, within=10)
-    assert list((tmp_path / "spool" / "audit").glob("*.spool"))
+    assert list((tmp_path / "spool" / "audit").glob("*/*.spool"))
     assert metric_value(await metrics(proxy), "sidecar_audit_spool_bytes") > 0
 
     redis_outage.start()  # same port, no persistence: only what is replayed will be there
@@ -493,7 +493,7 @@ async def test_records_made_while_redis_is_down_are_spooled_and_replayed_exactly
     assert await audit_metric(proxy, "replayed") >= 30
 
     async def spool_emptied() -> bool:
-        return not list((tmp_path / "spool" / "audit").glob("*.spool"))
+        return not list((tmp_path / "spool" / "audit").glob("*/*.spool"))
 
     await wait_until(spool_emptied, within=5)
 
@@ -623,11 +623,11 @@ async def test_bodies_are_encrypted_in_redis_and_in_the_spool_and_the_cli_decryp
     spool = tmp_path / "spool" / "audit"
 
     async def on_disk() -> bool:
-        data = b"".join(path.read_bytes() for path in spool.glob("*.spool"))
+        data = b"".join(path.read_bytes() for path in spool.glob("*/*.spool"))
         return spooled.request_id.encode() in data
 
     await wait_until(on_disk, within=10)
-    data = b"".join(path.read_bytes() for path in spool.glob("*.spool"))
+    data = b"".join(path.read_bytes() for path in spool.glob("*/*.spool"))
     assert second.encode() not in data
     assert b"enc:v1:k2026:" in data
 

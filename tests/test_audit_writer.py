@@ -1,10 +1,12 @@
-"""SPEC §7 durability, one part at a time: the exactly-once stream writer and the disk spool,
-against the tests' real Redis (and, for an outage, a real client on a port nobody serves)."""
+"""SPEC §7 durability, one part at a time: the exactly-once stream writer and its use of the
+disk spool, against the tests' real Redis (and, for an outage, a real client on a port nobody
+serves). The spool on its own is tests/test_audit_spool.py."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,7 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from sidecar.audit.integrity import check
-from sidecar.audit.spool import Spool, SpoolBudget, SpooledRecord, SpoolFull
+from sidecar.audit.spool import Spool, SpoolBudget, SpooledRecord
+from sidecar.audit.spool_format import decode
 from sidecar.audit.writer import DurableStreamWriter, WriterHooks
 from sidecar.storage.embedded import free_port
 from tests.helpers import wait_until
@@ -44,9 +47,19 @@ def sealed_payload(document: bytes) -> bytes:
 
 
 def spooled(spool: Spool) -> list[SpooledRecord]:
-    """Every record on disk, oldest segment first."""
+    """Every record in the spool's own directory, oldest segment first (read as the files
+    are, without taking them off the replay queue)."""
     segments = sorted(spool.directory.glob("*.spool"))
-    return [record for segment in segments for record in spool.read(segment)]
+    lines = [line for segment in segments for line in segment.read_bytes().splitlines(True)]
+    return [decode(line, stream=STREAM, verify_chain=False) for line in lines]
+
+
+def make_spool(directory: Path, budget: SpoolBudget, owner: str | None = None) -> Spool:
+    """A spool for these tests, which also append unsealed documents to it directly (the app's
+    spools check each document's chain members too: tests/test_audit_spool.py)."""
+    if owner is None:
+        return Spool(directory, "audit", budget, stream=STREAM, verify_chain=False)
+    return Spool(directory, "audit", budget, stream=STREAM, owner=owner, verify_chain=False)
 
 
 @pytest.fixture
@@ -85,7 +98,9 @@ async def running(writer: DurableStreamWriter) -> AsyncIterator[asyncio.Task[Non
 def make_writer(
     redis: aioredis.Redis, spool: Spool, hooks: WriterHooks | None = None
 ) -> DurableStreamWriter:
-    return DurableStreamWriter(redis, STREAM, FIELD, spool, hooks=hooks or WriterHooks())
+    return DurableStreamWriter(
+        redis, STREAM, FIELD, spool, writer_id=spool.owner, hooks=hooks or WriterHooks()
+    )
 
 
 # -- the Lua script: exactly once -------------------------------------------------------------
@@ -94,7 +109,7 @@ def make_writer(
 async def test_a_batch_retried_after_the_script_ran_is_written_once(
     redis_client: aioredis.Redis, tmp_path: Path, budget: SpoolBudget
 ) -> None:
-    writer = make_writer(redis_client, Spool(tmp_path / "spool", budget))
+    writer = make_writer(redis_client, make_spool(tmp_path / "spool", budget))
     batch = [SpooledRecord(writer.writer_id, seq, doc(seq)) for seq in (1, 2, 3)]
     await writer._append(batch)
     # The reply was "lost": the same batch again, as the writer would retry or replay it.
@@ -109,8 +124,8 @@ async def test_a_batch_retried_after_the_script_ran_is_written_once(
 async def test_another_writer_with_the_same_numbers_is_not_mistaken_for_a_retry(
     redis_client: aioredis.Redis, tmp_path: Path, budget: SpoolBudget
 ) -> None:
-    spool = Spool(tmp_path / "spool", budget)
-    first, second = make_writer(redis_client, spool), make_writer(redis_client, spool)
+    first = make_writer(redis_client, make_spool(tmp_path / "spool", budget))
+    second = make_writer(redis_client, make_spool(tmp_path / "spool", budget))
     assert first.writer_id != second.writer_id
     await first._append([SpooledRecord(first.writer_id, 1, doc(1))])
     await second._append([SpooledRecord(second.writer_id, 1, doc(2))])
@@ -121,7 +136,7 @@ async def test_submitted_documents_reach_the_stream_in_order(
     redis_client: aioredis.Redis, tmp_path: Path, budget: SpoolBudget
 ) -> None:
     written: list[int] = []
-    spool = Spool(tmp_path / "spool", budget)
+    spool = make_spool(tmp_path / "spool", budget)
     writer = make_writer(redis_client, spool, hooks=WriterHooks(written=written.append))
     async with running(writer):
         for n in range(600):  # more than one batch
@@ -135,102 +150,7 @@ async def test_submitted_documents_reach_the_stream_in_order(
     assert await stream_numbers(redis_client) == list(range(600))
     assert sum(written) == 600
     assert spool.empty
-    assert not list(spool.directory.iterdir())
-
-
-# -- the spool ----------------------------------------------------------------------------------
-
-
-def test_spool_append_read_remove_round_trip(tmp_path: Path, budget: SpoolBudget) -> None:
-    spool = Spool(tmp_path / "spool", budget)
-    assert spool.empty
-    assert spool.oldest() is None
-    first = [SpooledRecord("w1", 1, b'{"a":"x y z"}'), SpooledRecord("w1", 2, b'{"b":2}')]
-    second = [SpooledRecord("w2", 7, b"{}")]
-    spool.append(first)
-    spool.append(second)
-    segment = spool.oldest()
-    assert segment is not None
-    assert not spool.empty
-    assert list(spool.read(segment)) == first + second
-    assert spool.size == segment.stat().st_size == budget.used > 0
-    assert (segment.stat().st_mode & 0o777) == 0o600  # records may hold personal data
-
-    spool.remove(segment)
-    assert spool.empty
-    assert spool.size == 0
-    assert budget.used == 0
-    assert not segment.exists()
-
-
-def test_a_restarted_spool_finds_its_segments_and_their_size(
-    tmp_path: Path, budget: SpoolBudget
-) -> None:
-    directory = tmp_path / "spool"
-    records = [SpooledRecord("w1", n, doc(n)) for n in (1, 2, 3)]
-    Spool(directory, budget).append(records)
-    size = budget.used
-
-    again_budget = SpoolBudget(budget.max_bytes)
-    again = Spool(directory, again_budget)
-    assert again.size == again_budget.used == size
-    assert spooled(again) == records
-
-
-def test_a_torn_last_line_is_skipped_and_later_appends_stay_whole(
-    tmp_path: Path, budget: SpoolBudget
-) -> None:
-    directory = tmp_path / "spool"
-    spool = Spool(directory, budget)
-    whole = [SpooledRecord("w1", 1, doc(1)), SpooledRecord("w1", 2, doc(2))]
-    spool.append(whole)
-    segment = spool.oldest()
-    assert segment is not None
-    with open(segment, "ab") as handle:  # the process died in the middle of a write
-        handle.write(b'w1 3 {"n":')
-    assert list(spool.read(segment)) == whole
-
-    # The next process spools more: what it writes must not be glued onto the torn line.
-    restarted = Spool(directory, SpoolBudget(budget.max_bytes))
-    later = [SpooledRecord("w2", 1, doc(4))]
-    restarted.append(later)
-    assert spooled(restarted) == whole + later
-
-
-def test_spool_full_writes_nothing(tmp_path: Path) -> None:
-    budget = SpoolBudget(100)
-    spool = Spool(tmp_path / "spool", budget)
-    spool.append([SpooledRecord("w", 1, b"x" * 40)])  # 45 bytes with its prefix and newline
-    with pytest.raises(SpoolFull):
-        spool.append([SpooledRecord("w", 2, b"y" * 60)])
-    assert [record.seq for record in spooled(spool)] == [1]
-    assert spool.size == budget.used == 45
-
-
-def test_the_budget_is_shared_by_the_two_spools(tmp_path: Path) -> None:
-    budget = SpoolBudget(200)
-    audit = Spool(tmp_path / "audit", budget)
-    events = Spool(tmp_path / "events", budget)
-    audit.append([SpooledRecord("w", 1, b"a" * 140)])
-    assert budget.used == audit.size > 140
-    assert events.has_room(10)
-    assert not events.has_room(60)
-    with pytest.raises(SpoolFull):
-        events.append([SpooledRecord("w", 1, b"e" * 60)])
-    assert events.empty
-
-    # Space freed by one spool is usable by the other.
-    segment = audit.oldest()
-    assert segment is not None
-    audit.remove(segment)
-    events.append([SpooledRecord("w", 1, b"e" * 60)])
-    assert budget.used == events.size
-
-    # A restart counts what is already on disk in both directories against the one budget.
-    restarted = SpoolBudget(200)
-    Spool(tmp_path / "audit", restarted)
-    Spool(tmp_path / "events", restarted)
-    assert restarted.used == events.size
+    assert not list(spool.directory.glob("*.spool"))
 
 
 # -- outages, shutdown, restarts --------------------------------------------------------------
@@ -240,7 +160,7 @@ async def test_flush_on_the_way_out_spools_what_redis_did_not_take(
     unreachable: aioredis.Redis, redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
     directory = tmp_path / "spool"
-    writer = make_writer(unreachable, Spool(directory, SpoolBudget(1 << 20)))
+    writer = make_writer(unreachable, make_spool(directory, SpoolBudget(1 << 20)))
     for n in (1, 2, 3):
         assert writer.submit(doc(n))
     # No writer task ran: everything is still in memory when the process wants to exit.
@@ -250,14 +170,16 @@ async def test_flush_on_the_way_out_spools_what_redis_did_not_take(
         (writer.writer_id, n, doc(n)) for n in (1, 2, 3)
     ]
 
-    # The next process, with Redis back, replays them.
+    writer.spool.close()  # the process exits
+
+    # The next process, with Redis back, adopts its directory and replays them.
     replayed: list[int] = []
-    spool = Spool(directory, SpoolBudget(1 << 20))
+    spool = make_spool(directory, SpoolBudget(1 << 20))
     successor = make_writer(redis_client, spool, hooks=WriterHooks(replayed=replayed.append))
     async with running(successor):
 
         async def drained() -> bool:
-            return spool.empty
+            return sum(replayed) == 3 and spool.empty
 
         await wait_until(drained, within=5)
     assert await stream_numbers(redis_client) == [1, 2, 3]
@@ -267,7 +189,7 @@ async def test_flush_on_the_way_out_spools_what_redis_did_not_take(
 async def test_flush_with_nothing_left_over_is_true_and_spools_nothing(
     redis_client: aioredis.Redis, tmp_path: Path, budget: SpoolBudget
 ) -> None:
-    spool = Spool(tmp_path / "spool", budget)
+    spool = make_spool(tmp_path / "spool", budget)
     writer = make_writer(redis_client, spool)
     async with running(writer):
         writer.submit(doc(1))
@@ -287,7 +209,7 @@ async def test_while_redis_is_unreachable_records_are_spooled_fsynced_and_counte
     def error_hook() -> None:
         counts["errors"] += 1
 
-    spool = Spool(tmp_path / "spool", budget)
+    spool = make_spool(tmp_path / "spool", budget)
     hooks = WriterHooks(spooled=spooled_hook, redis_error=error_hook)
     writer = make_writer(unreachable, spool, hooks=hooks)
     async with running(writer):
@@ -309,9 +231,10 @@ async def test_records_of_a_previous_writer_are_replayed_once_and_before_new_one
 ) -> None:
     directory = tmp_path / "spool"
     old = [SpooledRecord(OLD_WRITER, seq, doc(seq)) for seq in range(1, 6)]
-    Spool(directory, SpoolBudget(1 << 20)).append(old)
+    with make_spool(directory, SpoolBudget(1 << 20), OLD_WRITER) as previous:
+        previous.append(old)
 
-    spool = Spool(directory, SpoolBudget(1 << 20))
+    spool = make_spool(directory, SpoolBudget(1 << 20))
     writer = make_writer(redis_client, spool)
     assert writer.writer_id != OLD_WRITER
     async with running(writer):
@@ -326,8 +249,10 @@ async def test_records_of_a_previous_writer_are_replayed_once_and_before_new_one
 
     # The process died after Redis took the segment but before deleting it: the next one
     # finds the same records on disk again. They must not be written a second time.
-    Spool(directory, SpoolBudget(1 << 20)).append(old)
-    spool = Spool(directory, SpoolBudget(1 << 20))
+    with make_spool(directory, SpoolBudget(1 << 20), OLD_WRITER) as previous:
+        previous.append(old)
+    spool = make_spool(directory, SpoolBudget(1 << 20))
+    assert spool.adopt() == 1  # what the writer does first when it starts
     successor = make_writer(redis_client, spool)
     async with running(successor):
 
@@ -350,7 +275,7 @@ async def test_a_full_spool_makes_the_writer_refuse_new_records(
     """`can_accept` is what the request path asks before forwarding (SPEC §17): it says no
     while there is still room for the record it would admit, so every record it admitted
     reaches the disk — none is left in memory only."""
-    spool = Spool(tmp_path / "spool", SpoolBudget(600))
+    spool = make_spool(tmp_path / "spool", SpoolBudget(600))
     writer = make_writer(unreachable, spool)
     accepted = 0
     async with running(writer):
@@ -371,10 +296,10 @@ async def test_a_full_spool_makes_the_writer_refuse_new_records(
 async def test_a_spool_that_cannot_be_written_refuses_records_and_the_writer_lives_on(
     unreachable: aioredis.Redis, tmp_path: Path, budget: SpoolBudget
 ) -> None:
-    directory = tmp_path / "spool"
-    spool = Spool(directory, budget)
+    spool = make_spool(tmp_path / "spool", budget)
     writer = make_writer(unreachable, spool)
-    directory.rmdir()  # the disk went away under the process
+    directory = spool.directory
+    shutil.rmtree(directory)  # the disk went away under the process
     async with running(writer) as task:
         writer.submit(doc(1))
 
@@ -395,35 +320,10 @@ async def test_a_spool_that_cannot_be_written_refuses_records_and_the_writer_liv
     ]
 
 
-def test_a_damaged_line_is_skipped_and_the_rest_replayed(
-    tmp_path: Path, budget: SpoolBudget
-) -> None:
-    spool = Spool(tmp_path / "spool", budget)
-    spool.append([SpooledRecord("w1", 1, doc(1))])
-    segment = spool.oldest()
-    assert segment is not None
-    with open(segment, "ab") as handle:
-        handle.write(b"garbage\nw1 notanumber {}\n")
-    spool.append([SpooledRecord("w1", 2, doc(2))])
-    assert [record.seq for record in spool.read(segment)] == [1, 2]
-
-
-def test_a_segment_read_for_replay_takes_no_more_lines(tmp_path: Path, budget: SpoolBudget) -> None:
-    spool = Spool(tmp_path / "spool", budget)
-    spool.append([SpooledRecord("w1", 1, doc(1))])
-    segment = spool.oldest()
-    assert segment is not None
-    replaying = list(spool.read(segment))
-    spool.append([SpooledRecord("w1", 2, doc(2))])  # e.g. `flush` at exit, mid-replay
-    spool.remove(segment)  # Redis took what was read
-    assert replaying == [SpooledRecord("w1", 1, doc(1))]
-    assert [record.seq for record in spooled(spool)] == [2]
-
-
 async def test_a_flush_while_a_batch_is_in_flight_loses_nothing_queued_behind_it(
     redis_client: aioredis.Redis, tmp_path: Path, budget: SpoolBudget
 ) -> None:
-    spool = Spool(tmp_path / "spool", budget)
+    spool = make_spool(tmp_path / "spool", budget)
     writer = make_writer(redis_client, spool)
     writer.submit(doc(1))
     writer.submit(doc(2))

@@ -198,10 +198,11 @@ class DurableStreamWriter:
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
-        next_adoption = loop.time() + _ADOPT_EVERY_S
+        next_adoption = float("-inf")  # at start-up first: spools of processes that are gone
         while True:
             if loop.time() >= next_adoption:
-                self.spool.adopt()
+                if self.spool.adopt():
+                    self.hooks.spool_bytes(self.spool.size)
                 next_adoption = loop.time() + _ADOPT_EVERY_S
             if self.spool.empty and not self._queue:
                 self._update_idle()

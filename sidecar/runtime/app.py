@@ -117,6 +117,8 @@ async def open_sidecar(
             SpoolBudget(events_share),
             metrics,
         )
+        for writer in (audit_writer, event_writer):
+            stack.callback(writer.spool.close)  # after the task stops: the next process adopts
         stack.push_async_callback(tasks.cancel_all)
         for writer in (audit_writer, event_writer):
             # On the way out: everything queued goes to Redis, or to the spool for next time.
@@ -252,7 +254,6 @@ def _durable_writer(
     audited: bool = False,
 ) -> DurableStreamWriter:
     """A spooling writer; the audit stream's one also drives the audit metrics."""
-    directory = settings.audit.spool_dir / ("audit" if audited else "events")
     restarted = metrics.audit_writer_restarts.labels(stream).inc
     hooks = WriterHooks(redis_error=metrics.redis_errors.inc, restarted=restarted)
     if audited:
@@ -266,7 +267,15 @@ def _durable_writer(
             spool_bytes=metrics.audit_spool_bytes.set,
             restarted=restarted,
         )
-    return DurableStreamWriter(redis, stream, field_name, Spool(directory, budget), hooks=hooks)
+    spool = Spool(
+        settings.audit.spool_dir,
+        "audit" if audited else "events",
+        budget,
+        stream=stream,
+        quarantined=metrics.audit_quarantined.labels(stream).inc,
+    )
+    # The spool's directory is named after its writer: one owner, one chain.
+    return DurableStreamWriter(redis, stream, field_name, spool, writer_id=spool.owner, hooks=hooks)
 
 
 def _cipher(settings: Settings) -> BodyCipher | None:

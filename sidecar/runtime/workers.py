@@ -2,8 +2,9 @@
 that forwards SIGTERM and SIGHUP, restarts a worker that dies, and gives every worker one
 shared metrics directory so `/metrics` on any of them covers all of them.
 
-Each worker keeps its own audit spool (`audit.spool_dir/worker-I`): two writers replaying
-one spool would trip over each other.
+Every worker shares `audit.spool_dir`: each process spools into a directory of its own there,
+named after its writer and locked for its life, and adopts the directories of processes that
+are gone (a worker that died, or all of them after a restart with a different `--workers`).
 """
 
 from __future__ import annotations
@@ -36,13 +37,6 @@ def _worker_main(config_file: str, index: int, metrics_dir: str, allow_python_pa
     from sidecar.runtime.process import check_serving, run_serving
 
     settings = load_settings(Path(config_file))
-    settings = settings.model_copy(
-        update={
-            "audit": settings.audit.model_copy(
-                update={"spool_dir": settings.audit.spool_dir / f"worker-{index}"}
-            )
-        }
-    )
     configure_logging(settings.log.level, settings.log.format)
     structlog.contextvars.bind_contextvars(worker=index)
     certificate = check_serving(settings, allow_python_parser=allow_python_parser)
