@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from sidecar.audit.crypto import BodyCipher
-from sidecar.audit.keyfiles import derive_integrity_key, load_audit_keys
+from sidecar.audit.keyfiles import derive_integrity_key, derived_integrity_lines, load_audit_keys
 from sidecar.audit.keylines import generate_key_line, read_key_file
 from sidecar.cli.main import main
 from sidecar.config import Settings
@@ -173,6 +173,20 @@ def test_integrity_keys_are_derived_from_the_encryption_keys(tmp_path: Path) -> 
     assert again is not None
     assert again.keys == keys.integrity.keys
     assert derive_integrity_key(first) == keys.integrity.keys["k2026"]
+
+
+def test_the_derived_keys_as_lines_for_a_separate_integrity_file(tmp_path: Path) -> None:
+    encryption = key_file(tmp_path, generate_key_line("k2"), generate_key_line("k1"), name="e")
+    lines = derived_integrity_lines(encryption)
+    integrity = key_file(tmp_path, generate_key_line("i3"), *lines, name="mac.keys")
+    derived = load_audit_keys(settings_with(encryption_key_file=encryption)).integrity
+    separate = load_audit_keys(
+        settings_with(encryption_key_file=encryption, integrity_key_file=integrity)
+    ).integrity
+    assert derived is not None
+    assert separate is not None
+    assert separate.signing_id == "i3"
+    assert {k: separate.keys[k] for k in ("k2", "k1")} == derived.keys  # old records verify
 
 
 def test_an_integrity_key_file_wins_over_derivation(tmp_path: Path) -> None:

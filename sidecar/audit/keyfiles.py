@@ -13,6 +13,7 @@ and its mode: refusing it would stop a running deployment on its next restart.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,17 @@ def derive_integrity_key(encryption_key: bytes) -> bytes:
     """HKDF-SHA256 of an encryption key, info `sidecar-audit-integrity-v1`, 32 bytes."""
     hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=DERIVATION_INFO)
     return hkdf.derive(encryption_key)
+
+
+def derived_integrity_lines(encryption_key_file: Path) -> list[str]:
+    """The integrity key file lines equal to the keys derived from `encryption_key_file`: what
+    an operator moving to a separate `audit.integrity_key_file` keeps in it, so the records
+    signed so far still verify. (Key material: for the new file, never for a log.)"""
+    keys = read_key_file(encryption_key_file, ENCRYPTION_KEY).keys
+    derived = derive_integrity_keys(keys)
+    return [
+        f"{key_id}:{base64.b64encode(key).decode('ascii')}" for key_id, key in derived.keys.items()
+    ]
 
 
 def _read(
