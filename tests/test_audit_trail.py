@@ -585,10 +585,12 @@ async def test_bodies_are_encrypted_in_redis_and_in_the_spool_and_the_cli_decryp
     )
     assert sent.status == 200
     assert marker in sent.body.decode()  # the upstream echoed it back, so both directions hold it
-    record = await the_record(redis_client, sent.request_id)
-    for body in (record["request"]["raw_body"], record["request"]["mapped_body"]):
-        assert body.startswith("enc:v1:k2026:")
-    assert record["response"]["body"].startswith("enc:v1:k2026:")
+    (record,) = (await records_for(redis_client, [sent.request_id]))[sent.request_id]
+    sealed = [record["path"], record["query"], record["response"]["body"]]
+    sealed += [record["request"][name] for name in ("headers", "raw_body", "mapped_body")]
+    sealed += [record["response"]["headers"]]
+    for value in sealed:  # every content field (SPEC §17), bound to this record
+        assert value.startswith("enc:v2:k2026:")
     entries: Any = await redis_client.xrange(AUDIT_STREAM)
     stored = b"".join(value for _id, fields in entries for value in fields.values())
     assert marker.encode() not in stored
@@ -605,6 +607,7 @@ async def test_bodies_are_encrypted_in_redis_and_in_the_spool_and_the_cli_decryp
     assert tail.returncode == 0, tail.stderr
     shown = [json.loads(line) for line in tail.stdout.splitlines()]
     (decrypted,) = [r for r in shown if r["request_id"] == sent.request_id]
+    assert decrypted["path"] == "/v1/orders/1"
     assert json.loads(decrypted["request"]["raw_body"]) == {"note": marker}
     assert marker in decrypted["response"]["body"]
 
@@ -629,7 +632,7 @@ async def test_bodies_are_encrypted_in_redis_and_in_the_spool_and_the_cli_decryp
     await wait_until(on_disk, within=10)
     data = b"".join(path.read_bytes() for path in spool.glob("*/*.spool"))
     assert second.encode() not in data
-    assert b"enc:v1:k2026:" in data
+    assert b"enc:v2:k2026:" in data
 
 
 # -- retention ------------------------------------------------------------------------------------

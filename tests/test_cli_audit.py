@@ -12,12 +12,15 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
+from sidecar.audit.crypto import BodyCipher, generate_key_line
+from sidecar.audit.events import timestamp
 from sidecar.audit.record import capture, dumps_record
 from sidecar.storage.embedded import EmbeddedRedis, free_port
 from tests.audit_exchanges import a_record as recorded
@@ -40,9 +43,9 @@ class Seeded:
     key_name: str | None
 
 
-def a_record(entry: Seeded) -> dict[str, object]:
+def a_record(entry: Seeded, ts: str | None = None) -> dict[str, object]:
     return recorded(
-        ts="2026-11-29T10:00:00.123456Z",
+        ts=timestamp() if ts is None else ts,
         request_id=entry.request_id,
         method="POST",
         path=entry.path,
@@ -65,15 +68,20 @@ def a_record(entry: Seeded) -> dict[str, object]:
 
 
 async def seed(redis: aioredis.Redis, entries: list[tuple[int, Seeded]]) -> list[dict[str, Any]]:
-    """Add records whose stream ids lie `age_ms` in the past, oldest first; their documents."""
+    """Add records made and stored `age_ms` in the past (their ts and their stream ids), oldest
+    first; their documents."""
     now_ms = int(time.time() * 1000)
     documents: list[dict[str, Any]] = []
     for age_ms, entry in sorted(entries, key=lambda item: -item[0]):
-        document = a_record(entry)
+        document = a_record(entry, ts_of(now_ms - age_ms))
         stream_id = f"{now_ms - age_ms}-{len(documents)}"
         await redis.xadd(AUDIT_STREAM, {"record": dumps_record(document)}, id=stream_id)
         documents.append(json.loads(dumps_record(document)))
     return documents
+
+
+def ts_of(milliseconds: int) -> str:
+    return timestamp(datetime.fromtimestamp(milliseconds / 1000, UTC))
 
 
 def seeded(status: int = 200, path: str = "/v1/orders/1", key_name: str | None = "alpha") -> Seeded:
@@ -300,6 +308,147 @@ async def test_events_tail_shows_authentication_events(
         assert "key=alpha" in line
         assert f"detail {n}" in line
     assert "missing_key" not in table.stdout
+
+
+async def test_audit_query_since_goes_by_the_records_own_time(
+    config: str, redis_client: aioredis.Redis
+) -> None:
+    """SPEC §17: a record keeps the request's time; `--since` is about that, not the stream id."""
+    now_ms = int(time.time() * 1000)
+    skewed = seeded()  # made 50 min ago, its id 65 min ago: the host clock ahead of Redis's
+    recent = seeded()
+    replayed = seeded()  # made 2 h ago, in the stream only now: a spool replay
+    for entry, ts_ms, id_ms in [
+        (skewed, now_ms - 50 * MINUTE_MS, now_ms - 65 * MINUTE_MS),
+        (recent, now_ms - MINUTE_MS, now_ms - MINUTE_MS),
+        (replayed, now_ms - 120 * MINUTE_MS, now_ms),
+    ]:
+        record = dumps_record(a_record(entry, ts_of(ts_ms)))
+        await redis_client.xadd(AUDIT_STREAM, {"record": record}, id=f"{id_ms}-0")
+    hour, three_hours = await asyncio.gather(
+        sidecar_cli("audit", "query", "--since", "1h", "--json", "--config", config),
+        sidecar_cli("audit", "query", "--since", "3h", "--json", "--config", config),
+    )
+    assert [r["request_id"] for r in json_lines(hour)] == [skewed.request_id, recent.request_id]
+    assert [r["request_id"] for r in json_lines(three_hours)] == [
+        skewed.request_id,
+        recent.request_id,
+        replayed.request_id,
+    ]
+
+
+# -- encrypted streams and malformed entries (SPEC §17) -------------------------------------------
+
+
+@pytest.fixture
+def audit_keys(tmp_path: Path) -> Path:
+    path = tmp_path / "audit.keys"
+    path.write_text(generate_key_line("k2026") + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def encrypted_config(tmp_path: Path, redis_server: EmbeddedRedis, audit_keys: Path) -> str:
+    document = {
+        "redis": {"url": redis_server.url},
+        "audit": {"encryption_key_file": str(audit_keys)},
+    }
+    return str(write_config(tmp_path / "encrypted.yaml", document))
+
+
+async def add_between(
+    redis: aioredis.Redis, stream: str, good: list[bytes], bad: list[tuple[dict[bytes, bytes], str]]
+) -> list[str]:
+    """XADD good and bad entries alternately, a good one first; the warning each bad one is due."""
+    warnings = []
+    for n, document in enumerate(good):
+        await redis.xadd(stream, {stream_field(stream): document})
+        if n < len(bad):
+            fields, reason = bad[n]
+            added: Any = await redis.xadd(stream, fields)  # type: ignore[arg-type]
+            entry_id = added.decode()
+            warnings.append(f"sidecar: warning: skipped {stream} entry {entry_id}: {reason}")
+    return warnings
+
+
+def stream_field(stream: str) -> str:
+    return "record" if stream == AUDIT_STREAM else "event"
+
+
+async def test_the_audit_readers_skip_malformed_entries_and_decrypt_the_rest(
+    encrypted_config: str, audit_keys: Path, redis_client: aioredis.Redis
+) -> None:
+    cipher = BodyCipher.from_file(audit_keys)
+    good = [seeded(path=f"/v1/orders/{n}") for n in range(6)]
+    plain = [a_record(entry) for entry in good]
+    sealed = [cipher.encrypt_record(record) for record in plain]
+    swapped = cipher.encrypt_record(a_record(seeded()))
+    swapped["path"] = sealed[0]["path"]  # a ciphertext moved here from another record
+    bad = [
+        ({b"other": b"x"}, "no 'record' field"),
+        ({b"record": b"{not json"}, "the 'record' field is not JSON"),
+        ({b"record": b"[1, 2]"}, "the 'record' field is not a JSON object"),
+        ({b"record": b"\xff\xfe"}, "the 'record' field is not JSON"),
+        ({b"record": dumps_record(swapped)}, "cannot decrypt: path: failed authentication "
+         "(altered, or moved from another record or field)"),
+    ]  # fmt: skip
+    warnings = await add_between(redis_client, AUDIT_STREAM, [dumps_record(r) for r in sealed], bad)
+    entries: Any = await redis_client.xrange(AUDIT_STREAM)
+    stored = b"".join(value for _id, fields in entries for value in fields.values())
+    assert b"/v1/orders/" not in stored  # the paths are sealed in Redis
+
+    def cli(*arguments: str) -> Any:
+        return sidecar_cli("audit", *arguments, "--config", encrypted_config)
+
+    tail, query, text, filtered = await asyncio.gather(
+        cli("tail", "-n", "100", "--json"),
+        cli("query", "--json"),
+        cli("tail", "-n", "100"),
+        cli("query", "--path", "/v1/orders/3", "--json"),
+    )
+    for result in (tail, query):
+        assert json_lines(result) == [json.loads(dumps_record(record)) for record in plain]
+        assert result.stderr.splitlines() == warnings
+    assert text.returncode == 0, text.stderr
+    assert [line.split("id=")[1] for line in text.stdout.splitlines()] == [
+        entry.request_id for entry in good
+    ]
+    assert f"{good[0].path}?a=1" in text.stdout.split()  # decrypted for the table too
+    assert text.stderr.splitlines() == warnings
+    # --path matches the decrypted path.
+    assert [r["request_id"] for r in json_lines(filtered)] == [good[3].request_id]
+
+
+async def test_events_tail_skips_malformed_entries_and_decrypts_paths(
+    encrypted_config: str, audit_keys: Path, redis_client: aioredis.Redis
+) -> None:
+    cipher = BodyCipher.from_file(audit_keys)
+    events = [
+        an_event(
+            "invalid_secret",
+            request_id=f"ev-{n}",
+            method="GET",
+            path=f"/v1/orders/{n}",
+            client_ip="198.51.100.7",
+            detail="unknown or invalid API key",
+        )
+        for n in range(4)
+    ]
+    sealed = [cipher.encrypt_event(event) for event in events]
+    moved = {**sealed[1], "path": sealed[0]["path"]}
+    bad = [
+        ({b"record": b"{}"}, "no 'event' field"),
+        ({b"event": b"null"}, "the 'event' field is not a JSON object"),
+        ({b"event": json.dumps(moved).encode()}, "cannot decrypt: path: failed authentication "
+         "(altered, or moved from another record or field)"),
+    ]  # fmt: skip
+    documents = [json.dumps(event).encode() for event in sealed]
+    warnings = await add_between(redis_client, EVENTS_STREAM, documents, bad)
+    result = await sidecar_cli("events", "tail", "--json", "--config", encrypted_config)
+    assert json_lines(result) == events
+    assert result.stderr.splitlines() == warnings
+    assert "/v1/orders" not in result.stderr
 
 
 # -- errors ---------------------------------------------------------------------------------------

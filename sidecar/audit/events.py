@@ -7,6 +7,7 @@ from datetime import datetime
 
 import orjson
 
+from sidecar.audit.crypto import BodyCipher
 from sidecar.audit.exchange import Exchange, K
 from sidecar.audit.writer import AuditUnavailable, DurableStreamWriter
 from sidecar.errors import AuthenticationFailed, Rejected, Unavailable
@@ -64,16 +65,24 @@ class EventLog:
     """The events stream as the request path sees it: count, queue, and wait until it is kept."""
 
     def __init__(
-        self, writer: DurableStreamWriter, metrics: Metrics, *, durable_timeout_s: float
+        self,
+        writer: DurableStreamWriter,
+        metrics: Metrics,
+        cipher: BodyCipher | None,
+        *,
+        durable_timeout_s: float,
     ) -> None:
         self._writer = writer
         self._metrics = metrics
+        self._cipher = cipher
         self._durable_timeout_s = durable_timeout_s
 
     async def emit(self, document: dict[str, object]) -> None:
         """Count, queue and wait for one event built by `build_event` to be durable (SPEC §17:
         a refusal is answered only once its event is kept); `Unavailable` when it cannot be."""
         self._metrics.auth_events.labels(str(document["event"])).inc()
+        if self._cipher is not None:
+            document = self._cipher.encrypt_event(document)  # SPEC §17: the path is content
         seq = self._writer.submit(orjson.dumps(document))
         try:
             if seq is None:

@@ -1,18 +1,19 @@
-"""`sidecar audit tail|query` and `sidecar events tail`: read the streams, decrypted."""
+"""`sidecar audit tail|query` and `sidecar events tail`: read the streams, decrypted; an entry
+that cannot be read is skipped with a warning naming it, and the rest are still shown."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import signal
-import time
+import sys
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sidecar.audit.crypto import BodyCipher
+from sidecar.audit.entries import Decrypt, MalformedEntry, decode_entry
 from sidecar.audit.events import EVENT_FIELD
 from sidecar.audit.trail import RECORD_FIELD
 from sidecar.cli.terminal import json_line, printable
@@ -31,6 +32,13 @@ _STATUS = re.compile(r"([1-5])(xx|\d\d)")
 MAX_SINCE = timedelta(days=3650)
 MAX_COUNT = 100_000
 _COUNT_HELP = f"how many of the most recent (1 to {MAX_COUNT}; default 20)"
+# `--since` is about the request's own time (`ts`); a record reaches the stream later than its
+# ts (a spool replay) or, with a host clock ahead of Redis's, with an id before it. Reading
+# from this much before `since` by stream id finds the latter; `ts` decides.
+CLOCK_SKEW = timedelta(minutes=10)
+
+Entry = tuple[bytes, dict[bytes, bytes]]  # (stream id, fields) as redis-py returns them
+Keep = Callable[[bytes, dict[str, Any]], bool]
 
 
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -57,20 +65,24 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Print the entries the arguments ask for; exit status 0, `RedisUnreachable` otherwise."""
+    """Print the entries the arguments ask for, skipping (with a warning on stderr) any that
+    cannot be read; exit status 0, `RedisUnreachable` when Redis fails."""
     is_audit = args.command == "audit"
     stream = settings.audit.stream if is_audit else settings.audit.events_stream
     field = RECORD_FIELD if is_audit else EVENT_FIELD
-    cipher = None
-    if is_audit and settings.audit.encryption_key_file is not None:
+    decrypt: Decrypt | None = None
+    if settings.audit.encryption_key_file is not None:
         cipher = BodyCipher.from_file(settings.audit.encryption_key_file)
+        decrypt = cipher.decrypt_record if is_audit else cipher.decrypt_event
     render = _render_record if is_audit else _render_event
     follow = args.action == "tail" and args.follow
     stop = asyncio.Event()
+    keep: Keep = lambda _entry_id, _document: True  # noqa: E731
     redis = create_redis(settings.redis)
     try:
         if args.action == "query":
-            documents = _query(redis, stream, field, args)
+            since, keep = _query_filter(args)
+            entries = _query(redis, stream, since - CLOCK_SKEW)
         else:
             if not 1 <= args.count <= MAX_COUNT:
                 raise UsageError(f"-n: must be from 1 to {MAX_COUNT}")
@@ -79,17 +91,19 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             block_ms = max(1, int(settings.redis.timeout_s * 1000) // 2)
             if follow:
                 _stop_on_signals(stop)
-            documents = _tail(
-                redis, stream, field, args.count, follow=follow, block_ms=block_ms, stop=stop
-            )
+            entries = _tail(redis, stream, args.count, follow=follow, block_ms=block_ms, stop=stop)
         count = 0
-        async for document in documents:
-            if cipher is not None:
-                try:
-                    document = cipher.decrypt_record(document)
-                except ValueError:
-                    # One tampered or foreign-key record must not hide the rest.
-                    document = {**document, "undecryptable": True}
+        async for entry_id, fields in entries:
+            try:
+                document = decode_entry(fields, field, decrypt)
+            except MalformedEntry as exc:
+                # One bad entry (garbage, a foreign key, a tampered token) must not hide the
+                # rest: say which and why on stderr, where --json output is not disturbed.
+                warning = f"skipped {stream} entry {entry_id.decode(errors='replace')}: {exc}"
+                print(f"sidecar: warning: {printable(warning)}", file=sys.stderr)
+                continue
+            if not keep(entry_id, document):
+                continue
             line = json_line(document) if args.json else printable(render(document))
             # Followed output goes out line by line, even into a pipe (`| jq`, `| grep`).
             print(line, flush=follow)
@@ -123,46 +137,66 @@ def _restore_signals() -> None:
 async def _tail(
     redis: RedisClient,
     stream: str,
-    field: str,
     count: int,
     *,
     follow: bool,
     block_ms: int,
     stop: asyncio.Event,
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncIterator[Entry]:
     entries: Any = await redis.xrevrange(stream, count=count)
     # Not "$" for an empty stream: "$" means "after whatever is last when this XREAD runs",
     # so an entry added between two XREADs would never be shown. The stream was empty just
     # now, so everything in it from here on is new.
     last_id = entries[0][0] if entries else b"0-0"
-    for _entry_id, fields in reversed(entries):
-        yield _decode(fields, field)
+    for entry in reversed(entries):
+        yield entry
     while follow and not stop.is_set():
         response: Any = await redis.xread({stream: last_id}, block=block_ms, count=_PAGE)
         for _stream, stream_entries in response:
-            for entry_id, fields in stream_entries:
-                last_id = entry_id
-                yield _decode(fields, field)
+            for entry in stream_entries:
+                last_id = entry[0]
+                yield entry
 
 
-async def _query(
-    redis: RedisClient, stream: str, field: str, args: argparse.Namespace
-) -> AsyncIterator[dict[str, Any]]:
-    matches = _filter(args)
-    try:
-        since = parse_duration(args.since, at_most=MAX_SINCE)
-    except ValueError as exc:
-        raise UsageError(f"--since: {exc}") from None
-    start = f"{int((time.time() - since.total_seconds()) * 1000)}-0"
+async def _query(redis: RedisClient, stream: str, start: datetime) -> AsyncIterator[Entry]:
+    """Every entry from stream id time `start` on, in pages."""
+    first = f"{max(0, int(start.timestamp() * 1000))}-0"
     while True:
-        entries: Any = await redis.xrange(stream, min=start, count=_PAGE)
-        for _entry_id, fields in entries:
-            document = _decode(fields, field)
-            if matches(document):
-                yield document
+        entries: Any = await redis.xrange(stream, min=first, count=_PAGE)
+        for entry in entries:
+            yield entry
         if len(entries) < _PAGE:
             return
-        start = "(" + entries[-1][0].decode()
+        first = "(" + entries[-1][0].decode()
+
+
+def _query_filter(args: argparse.Namespace) -> tuple[datetime, Keep]:
+    """(the moment `--since` names, a test of one record against every filter). UsageError
+    for a bad value, before anything is read."""
+    matches = _filter(args)
+    try:
+        since = datetime.now(UTC) - parse_duration(args.since, at_most=MAX_SINCE)
+    except ValueError as exc:
+        raise UsageError(f"--since: {exc}") from None
+
+    def keep(entry_id: bytes, document: dict[str, Any]) -> bool:
+        return _moment(entry_id, document) >= since and matches(document)
+
+    return since, keep
+
+
+def _moment(entry_id: bytes, document: dict[str, Any]) -> datetime:
+    """When the request was made: its `ts`, else (no readable ts) its stream id's time."""
+    ts = document.get("ts")
+    if isinstance(ts, str):
+        try:
+            moment = datetime.fromisoformat(ts)
+        except ValueError:
+            pass
+        else:
+            return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    milliseconds = entry_id.split(b"-", 1)[0]
+    return datetime.fromtimestamp(int(milliseconds) / 1000, UTC)
 
 
 def _filter(args: argparse.Namespace) -> Callable[[dict[str, Any]], bool]:
@@ -182,26 +216,25 @@ def _filter(args: argparse.Namespace) -> Callable[[dict[str, Any]], bool]:
     def matches(document: dict[str, Any]) -> bool:
         if args.key_name is not None and document.get("key_name") != args.key_name:
             return False
-        if not status_match(int(document.get("response", {}).get("status", 0))):
+        status = _section(document, "response").get("status")
+        if not status_match(status if isinstance(status, int) else 0):
             return False
         return path_pattern is None or bool(path_pattern.match(str(document.get("path", ""))))
 
     return matches
 
 
-def _decode(fields: dict[bytes, bytes], field: str) -> dict[str, Any]:
-    raw = fields.get(field.encode())
-    if raw is None:
-        return {"unreadable": True}
-    document: dict[str, Any] = json.loads(raw)
-    return document
+def _section(document: dict[str, Any], name: str) -> dict[str, Any]:
+    """`document[name]` when it is an object: a record of another shape is shown, not a crash."""
+    value = document.get(name)
+    return value if isinstance(value, dict) else {}
 
 
 def _render_record(record: dict[str, Any]) -> str:
-    response = record.get("response", {})
-    path = record.get("path", "")
+    response = _section(record, "response")
+    path = str(record.get("path", ""))
     if record.get("query"):
-        path += "?" + record["query"]
+        path += "?" + str(record["query"])
     return "  ".join(
         [
             str(record.get("ts", "")),

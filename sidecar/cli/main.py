@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
+from sidecar.audit.keyfiles import load_audit_keys
 from sidecar.cli import audit as cli_audit
 from sidecar.cli import keys as cli_keys
 from sidecar.config import LoadedConfig, config_named, config_path, load_config
@@ -116,6 +117,9 @@ def _check_config(args: argparse.Namespace) -> int:
     loaded = _load(args)
     settings = loaded.settings
     for warning in loaded.warnings:  # stderr: --json output on stdout stays one document
+        print(f"sidecar: warning: {warning}", file=sys.stderr)
+    # The call `serve` makes: a key file one of them refuses, the other refuses too.
+    for warning in load_audit_keys(settings).warnings:
         print(f"sidecar: warning: {warning}", file=sys.stderr)
     certificate = check_certificate(settings.tls)
     create_server_context(settings.tls)

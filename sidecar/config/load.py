@@ -188,6 +188,7 @@ def _required(settings: Settings) -> list[str]:
     for key, file in (
         ("upstream.ca_file", settings.upstream.ca_file),
         ("audit.encryption_key_file", settings.audit.encryption_key_file),
+        ("audit.integrity_key_file", settings.audit.integrity_key_file),
     ):
         if file is not None and not os.access(file, os.R_OK):
             problems.append(f"{key}: cannot read {file}")

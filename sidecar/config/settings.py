@@ -190,7 +190,8 @@ class DataGuard(Section):
 
 
 class Audit(Section):
-    """`audit`: the streams, retention, body capture, spool and encryption of the audit trail."""
+    """`audit`: the streams, retention, body capture, spool, encryption and integrity keys of
+    the audit trail."""
 
     stream: Annotated[str, Field(min_length=1)] = "sidecar:audit"
     events_stream: Annotated[str, Field(min_length=1)] = "sidecar:auth-events"
@@ -199,6 +200,8 @@ class Audit(Section):
     spool_dir: Path = Path("spool")
     spool_max_bytes: PositiveInt = 1073741824
     encryption_key_file: Path | None = None
+    # The HMAC keys of the tamper evidence (SPEC §17); unset: derived from the encryption keys.
+    integrity_key_file: Path | None = None
 
 
 class Limits(Section):

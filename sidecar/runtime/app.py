@@ -13,8 +13,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from sidecar.audit.crypto import BodyCipher
 from sidecar.audit.events import EVENT_FIELD, EventLog
+from sidecar.audit.integrity import IntegrityKeys
+from sidecar.audit.keyfiles import load_audit_keys
 from sidecar.audit.retention import keep_trimmed
 from sidecar.audit.spool import Spool, SpoolBudget
 from sidecar.audit.trail import RECORD_FIELD, AuditTrail
@@ -99,6 +100,7 @@ async def open_sidecar(
         authenticator = _create_authenticator(settings, redis, metrics, argon2, tasks)
         # Separate budgets: refusals of unauthenticated junk during a Redis outage must not
         # fill the disk the audit trail needs and turn every request into a 503.
+        audit_keys = load_audit_keys(settings)  # checked before serving: see check_serving
         events_share = settings.audit.spool_max_bytes // EVENTS_SPOOL_SHARE
         audit_writer = _durable_writer(
             redis,
@@ -107,6 +109,7 @@ async def open_sidecar(
             settings,
             SpoolBudget(settings.audit.spool_max_bytes - events_share),
             metrics,
+            audit_keys.integrity,
             audited=True,
         )
         event_writer = _durable_writer(
@@ -116,6 +119,7 @@ async def open_sidecar(
             settings,
             SpoolBudget(events_share),
             metrics,
+            audit_keys.integrity,
         )
         for writer in (audit_writer, event_writer):
             stack.callback(writer.spool.close)  # after the task stops: the next process adopts
@@ -162,11 +166,13 @@ async def open_sidecar(
                 settings.upstream, session, max_head_bytes=settings.limits.max_header_bytes
             ),
             authenticator=authenticator,
-            events=EventLog(event_writer, metrics, durable_timeout_s=durable_timeout_s),
+            events=EventLog(
+                event_writer, metrics, audit_keys.cipher, durable_timeout_s=durable_timeout_s
+            ),
             audit=AuditTrail(
                 settings,
                 audit_writer,
-                _cipher(settings),
+                audit_keys.cipher,
                 metrics,
                 durable_timeout_s=durable_timeout_s,
             ),
@@ -250,6 +256,7 @@ def _durable_writer(
     settings: Settings,
     budget: SpoolBudget,
     metrics: Metrics,
+    integrity: IntegrityKeys | None,
     *,
     audited: bool = False,
 ) -> DurableStreamWriter:
@@ -276,11 +283,6 @@ def _durable_writer(
     )
     # The spool's directory is named after its writer: one owner, one chain.
     return DurableStreamWriter(redis, stream, field_name, spool, writer_id=spool.owner, hooks=hooks)
-
-
-def _cipher(settings: Settings) -> BodyCipher | None:
-    path = settings.audit.encryption_key_file
-    return None if path is None else BodyCipher.from_file(path)
 
 
 def _readiness_checks(

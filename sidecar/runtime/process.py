@@ -11,9 +11,14 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+import structlog
+
+from sidecar.audit.keyfiles import load_audit_keys
 from sidecar.config import Settings
 from sidecar.runtime.serve import check_c_parser, serve
 from sidecar.runtime.tls import Certificate, check_certificate, create_server_context
+
+log = structlog.get_logger("sidecar.server")
 
 
 def run_with_best_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -32,6 +37,8 @@ def check_serving(settings: Settings, *, allow_python_parser: bool) -> Certifica
     chance to stop the process before a port is bound."""
     certificate = check_certificate(settings.tls)
     create_server_context(settings.tls)
+    for warning in load_audit_keys(settings).warnings:  # what check-config refuses, refused
+        log.warning(warning)
     if not allow_python_parser:
         check_c_parser()
     return certificate

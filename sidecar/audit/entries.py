@@ -1,0 +1,39 @@
+"""Pure: one stream entry as a reader gets it — its JSON document, decrypted — or the reason it
+cannot be read, so a reader can skip it with a word and go on (SPEC §17)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Decrypt = Callable[[Mapping[str, object]], dict[str, object]]
+
+
+class MalformedEntry(ValueError):
+    """A stream entry that holds no readable document; the message says why, never what it
+    holds (it may be request content)."""
+
+
+def decode_entry(
+    fields: Mapping[bytes, bytes], field: str, decrypt: Decrypt | None = None
+) -> dict[str, Any]:
+    """The JSON object in `field` of an entry's `fields`, passed through `decrypt` (a
+    `BodyCipher.decrypt_record` or `decrypt_event`) when given; `MalformedEntry` if the field is
+    missing, not JSON, not an object, or does not decrypt."""
+    raw = fields.get(field.encode())
+    if raw is None:
+        raise MalformedEntry(f"no {field!r} field")
+    try:
+        # json, not orjson: a document written with `\ud800`-style escapes is valid JSON.
+        document = json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested beyond reason
+        raise MalformedEntry(f"the {field!r} field is not JSON") from None
+    if not isinstance(document, dict):
+        raise MalformedEntry(f"the {field!r} field is not a JSON object")
+    if decrypt is None:
+        return document
+    try:
+        return decrypt(document)
+    except ValueError as error:  # names the field and the reason, never the content
+        raise MalformedEntry(f"cannot decrypt: {error}") from None
