@@ -24,6 +24,12 @@ from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import wait_until
 from tests.keysupport import metric_value
 
+
+def command(client: aioredis.Redis, *args: Any) -> Any:
+    """A raw command (redis-py leaves `execute_command` untyped)."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
 NO_LIMITS = {"unauthenticated_per_ip": None}  # its counter is a write: kept out of the way
 
 
@@ -54,12 +60,12 @@ async def test_an_answer_arrives_only_once_its_record_is_kept(
     warm = await send(proxy, "GET", "/public/warm")
     assert warm.status == 200
     await records_for(redis_client, [warm.request_id])
-    await redis_client.execute_command("CLIENT", "PAUSE", "3000", "WRITE")
+    await command(redis_client, "CLIENT", "PAUSE", "3000", "WRITE")
     try:
         sent = await send(proxy, "GET", "/public/held")
         kept_at_answer = on_disk(tmp_path / "spool", sent.request_id)
     finally:
-        await redis_client.execute_command("CLIENT", "UNPAUSE")
+        await command(redis_client, "CLIENT", "UNPAUSE")
     assert sent.status == 200
     assert kept_at_answer, "the client had its answer while the record was in memory only"
     await records_for(redis_client, [sent.request_id], within=10)  # and replayed, once
@@ -70,14 +76,12 @@ async def append_refused(redis_server: EmbeddedRedis) -> AsyncIterator[str]:
     """A Redis user allowed everything but XADD: the URL a sidecar connects with."""
     admin = aioredis.Redis.from_url(redis_server.url)
     user, password = f"noxadd-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    await admin.execute_command(
-        "ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all", "-xadd"
-    )
+    await command(admin, "ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all", "-xadd")
     try:
         host_port = redis_server.url.removeprefix("redis://")
         yield f"redis://{user}:{password}@{host_port}"
     finally:
-        await admin.execute_command("ACL", "DELUSER", user)
+        await command(admin, "ACL", "DELUSER", user)
         await admin.aclose()
 
 
@@ -103,8 +107,8 @@ async def test_a_redis_that_refuses_every_write_fails_the_redis_check(
 ) -> None:
     admin = aioredis.Redis.from_url(redis_server.url)
     user, password = f"readonly-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    await admin.execute_command(
-        "ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all", "-@write"
+    await command(
+        admin, "ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all", "-@write"
     )
     try:
         url = f"redis://{user}:{password}@{redis_server.url.removeprefix('redis://')}"
@@ -113,7 +117,7 @@ async def test_a_redis_that_refuses_every_write_fails_the_redis_check(
         assert status == 503
         assert "refuses the sidecar's writes" in body["checks"]["redis"]
     finally:
-        await admin.execute_command("ACL", "DELUSER", user)
+        await command(admin, "ACL", "DELUSER", user)
         await admin.aclose()
 
 
