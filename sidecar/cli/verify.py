@@ -1,0 +1,192 @@
+"""`sidecar audit verify [--since DURATION]`: check both streams' tamper evidence (SPEC §17).
+
+Each stream is read in pages, oldest first, through a `StreamVerifier`, with the retention
+checkpoints and the writers' high-water marks read before the entries: a writer appends after
+its mark is set, so every record a mark counts is in the stream by the time the walk gets there.
+Exit status 0 when nothing is wrong, 1 on any finding, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from sidecar.audit import crypto
+from sidecar.audit.checkpoints import checkpoints_key
+from sidecar.audit.events import EVENT_FIELD
+from sidecar.audit.integrity import IntegrityKeys
+from sidecar.audit.retention import redis_now_ms
+from sidecar.audit.trail import RECORD_FIELD
+from sidecar.audit.verify import ContentCheck, StreamReport, StreamVerifier
+from sidecar.cli.verify_output import print_reports
+from sidecar.config import Settings
+from sidecar.durations import describe, parse_duration
+from sidecar.errors import ConfigError, UsageError
+from sidecar.storage.client import RedisClient, create_redis, unreachable
+from sidecar.storage.failures import REDIS_FAILURES
+
+PAGE = 1000
+MAX_SINCE = timedelta(days=3650)
+EXIT_OK, EXIT_FINDINGS = 0, 1
+# A walk is repeated (this many times at most) when retention trimmed under it: its checkpoints,
+# read before, may not cover what the trim removed ahead of the walk.
+_ATTEMPTS = 3
+_HKDF_INFO = b"sidecar-audit-integrity-v1"
+_GLOB_SPECIAL = str.maketrans({char: "\\" + char for char in "*?[]\\"})
+NO_KEY_WARNING = (
+    "no integrity key (audit.integrity_key_file or audit.encryption_key_file): "
+    "chain only: forged records cannot be told from real ones"
+)
+
+
+def add_parser(actions: Any, common: argparse.ArgumentParser) -> None:
+    """Add `audit verify` to the `audit` command's actions."""
+    verify = actions.add_parser(
+        "verify", parents=[common], help="check the streams' tamper evidence (exit 1 on findings)"
+    )
+    verify.add_argument(
+        "--since",
+        help="only the entries of a duration back from now by Redis's clock (1h, 7d), at most "
+        f"{describe(MAX_SINCE)}; default: everything",
+    )
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Verify both streams, print the findings; 0 when clean, 1 on any finding."""
+    since: timedelta | None = None
+    if args.since is not None:
+        try:
+            since = parse_duration(args.since, at_most=MAX_SINCE)
+        except ValueError as exc:
+            raise UsageError(f"--since: {exc}") from None
+    keys = load_integrity_keys(settings)
+    if keys is None:
+        print(f"sidecar: warning: {NO_KEY_WARNING}", file=sys.stderr)
+    encrypted = settings.audit.encryption_key_file is not None
+    streams = [
+        (settings.audit.stream, RECORD_FIELD, _cleartext_bodies if encrypted else None),
+        (settings.audit.events_stream, EVENT_FIELD, None),
+    ]
+    redis = create_redis(settings.redis)
+    try:
+        reports = [
+            await verify_stream(redis, stream, field, keys, since=since, content=content)
+            for stream, field, content in streams
+        ]
+    except REDIS_FAILURES as exc:
+        raise unreachable(settings.redis.url, exc) from None
+    finally:
+        await redis.aclose()
+    print_reports(reports, as_json=args.json, keyed=keys is not None, since=args.since)
+    return EXIT_FINDINGS if any(report.findings for report in reports) else EXIT_OK
+
+
+async def verify_stream(
+    redis: RedisClient,
+    stream: str,
+    field: str,
+    keys: IntegrityKeys | None,
+    *,
+    since: timedelta | None = None,
+    content: ContentCheck | None = None,
+) -> StreamReport:
+    """Walk `stream` (documents in `field`) and report its findings."""
+    start = "-"
+    if since is not None:
+        start = f"{max(0, await redis_now_ms(redis, stream) - int(since.total_seconds() * 1000))}-0"
+    for attempt in range(_ATTEMPTS):
+        checkpoints = await _checkpoints(redis, stream)
+        verifier = StreamVerifier(
+            stream,
+            keys,
+            checkpoints=checkpoints,
+            marks=await _marks(redis, stream),
+            since=since is not None,
+            content=content,
+        )
+        await _walk(redis, stream, field.encode(), start, verifier)
+        if attempt + 1 == _ATTEMPTS or await _checkpoints(redis, stream) == checkpoints:
+            break
+    return verifier.finish()
+
+
+async def _walk(
+    redis: RedisClient, stream: str, field: bytes, start: str, verifier: StreamVerifier
+) -> None:
+    while True:
+        entries: Any = await redis.xrange(stream, min=start, count=PAGE)
+        for entry_id, fields in entries:
+            verifier.feed(entry_id.decode(), fields.get(field))
+        if len(entries) < PAGE:
+            return
+        start = "(" + entries[-1][0].decode()
+
+
+async def _checkpoints(redis: RedisClient, stream: str) -> dict[str, bytes]:
+    stored: Any = await redis.hgetall(checkpoints_key(stream))
+    return {writer.decode(errors="replace"): value for writer, value in stored.items()}
+
+
+async def _marks(redis: RedisClient, stream: str) -> dict[str, int]:
+    """Each writer's high-water mark: `{<stream>}:writer:<id>`, kept by the writer's append
+    script (sidecar.audit.writer, `_mark_prefix`: the two must agree)."""
+    prefix = f"{{{stream}}}:writer:"
+    marks: dict[str, int] = {}
+    async for key in redis.scan_iter(match=prefix.translate(_GLOB_SPECIAL) + "*", count=1000):
+        value = await redis.get(key)
+        writer = key.decode(errors="replace").removeprefix(prefix)
+        if value is not None and value.isdigit():
+            marks[writer] = int(value)
+    return marks
+
+
+# TODO(lead): replace with helper B's `load_audit_keys` (sidecar/audit/keyfiles.py) once it
+# lands; this stand-in reads the same files the same way (SPEC §17, design decision: the
+# integrity key file, else one HKDF-derived key per encryption key, same id).
+def load_integrity_keys(settings: Settings) -> IntegrityKeys | None:
+    """The integrity keys `audit verify` checks with, or None (chain only)."""
+    integrity_file: Path | None = getattr(settings.audit, "integrity_key_file", None)
+    if integrity_file is not None:
+        return IntegrityKeys.of(_read_keys(integrity_file, "audit.integrity_key_file"))
+    encryption_file = settings.audit.encryption_key_file
+    if encryption_file is None:
+        return None
+    pairs = _read_keys(encryption_file, "audit.encryption_key_file")
+    return IntegrityKeys.of([(key_id, _derive(key)) for key_id, key in pairs])
+
+
+def _read_keys(path: Path, setting: str) -> list[tuple[str, bytes]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise ConfigError([f"{setting}: cannot read {path} ({reason})"]) from None
+    pairs, problems = crypto._parse_key_lines(text)  # private: see the TODO above
+    if not pairs and not problems:
+        problems.append("holds no key (expected lines of KEY_ID:BASE64_OF_32_BYTES)")
+    if problems:
+        raise ConfigError([f"{setting}: {path}: {problem}" for problem in problems])
+    return pairs
+
+
+def _derive(key: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO).derive(key)
+
+
+# TODO(lead): replace with helper B's `crypto.content_findings`, which knows the whole
+# encryption scope (path, query, headers); this stand-in only looks at the bodies.
+def _cleartext_bodies(record: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for section, name in crypto.BODY_FIELDS:
+        part = record.get(section)
+        value = part.get(name) if isinstance(part, Mapping) else None
+        if isinstance(value, str) and value and not value.startswith("enc:"):
+            problems.append(f"{section}.{name} is cleartext while encryption is on")
+    return problems
