@@ -11,10 +11,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from sidecar.audit.findings import StreamReport
 from sidecar.audit.integrity import IntegrityKeys, seal
 from sidecar.audit.record import capture, dumps_record
 from sidecar.audit.retention import DAY_MS, redis_now_ms
-from sidecar.audit.verify import StreamReport
 from sidecar.cli.verify import verify_stream
 from tests.audit_exchanges import a_record, an_event
 

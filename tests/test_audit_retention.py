@@ -213,3 +213,30 @@ async def test_a_forged_checkpoint_is_replaced_and_forged_records_are_not_vouche
     assert any(log["log_level"] == "warning" and log["entries"] == 1 for log in logs)
     assert (await stored_checkpoints(redis_client, AUDIT_STREAM, KEYS))[writer.writer][0] == 3
     assert kinds(await verified(redis_client, AUDIT_STREAM, KEYS)) == {}
+
+
+async def test_a_rotated_key_verifies_while_its_records_are_kept(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Rotation: the new line first, the old one kept as long as the records it signed are;
+    once retention removed them all (and the writer's mark expired), the old line may go."""
+    old_key, new_key = integrity_keys("k2025"), integrity_keys("k2026")
+    before = ChainWriter(AUDIT_STREAM, old_key)
+    await before.append(redis_client, 3, age_days=100)
+    await before.append(redis_client, 1, age_days=50)
+    after = ChainWriter(AUDIT_STREAM, new_key)  # the restarted sidecar, on the new file
+    await after.append(redis_client, 3)
+    both = IntegrityKeys.of([*new_key.keys.items(), *old_key.keys.items()])
+    assert await trim(redis_client, AUDIT_STREAM, integrity=both) == 3
+    assert kinds(await verified(redis_client, AUDIT_STREAM, both)) == {}
+    # Without the old line its last record cannot be checked: forged, and so missing.
+    assert kinds(await verified(redis_client, AUDIT_STREAM, new_key)) == {
+        "forged": 1,
+        "truncated": 1,
+    }
+
+    await trim(redis_client, AUDIT_STREAM, 40, integrity=both)  # the old key's last record goes
+    await redis_client.delete(f"{{{AUDIT_STREAM}}}:writer:{before.writer}")  # its mark expired
+    report = await verified(redis_client, AUDIT_STREAM, new_key)
+    assert kinds(report) == {}
+    assert report.trimmed_writers == 1

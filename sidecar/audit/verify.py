@@ -24,82 +24,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from sidecar.audit.checkpoints import Checkpoint, decode_checkpoint, stream_id_key
+from sidecar.audit.findings import Finding, StreamReport, WriterReport
 from sidecar.audit.integrity import ChainLink, IntegrityError, IntegrityKeys, check
 
 ContentCheck = Callable[[dict[str, Any]], list[str]]
 
 WINDOW = 256
-MAX_SHOWN = 50  # findings kept in full per writer (and for the unattributed); the rest counted
 _MAC_MEMBER = b',"mac":"'
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One problem: its kind, where it is (writer, seq or seq range, stream entry) and why."""
-
-    kind: str
-    writer: str
-    detail: str
-    seq: int | None = None
-    last_seq: int | None = None
-    entry_id: str | None = None
-
-
-@dataclass(slots=True)
-class WriterReport:
-    """What was checked of one writer, and what was wrong (the first `MAX_SHOWN` in full)."""
-
-    writer: str
-    records: int = 0
-    replays: int = 0
-    first_seq: int | None = None
-    last_seq: int | None = None
-    checkpoint_seq: int | None = None
-    counts: dict[str, int] = field(default_factory=dict)
-    shown: list[Finding] = field(default_factory=list)
-
-    @property
-    def findings(self) -> int:
-        """How many findings this writer has."""
-        return sum(self.counts.values())
-
-    def add(self, finding: Finding) -> None:
-        """Count `finding`; keep it in full while fewer than `MAX_SHOWN` are."""
-        self.counts[finding.kind] = self.counts.get(finding.kind, 0) + 1
-        if len(self.shown) < MAX_SHOWN:
-            self.shown.append(finding)
-
-    def flag(
-        self,
-        kind: str,
-        detail: str,
-        seq: int,
-        entry_id: str | None = None,
-        *,
-        to: int | None = None,
-    ) -> None:
-        """Add a finding of this writer's: at `seq` (to `to`, for a range), in `entry_id`."""
-        self.add(Finding(kind, self.writer, detail, seq, to, entry_id))
-
-
-@dataclass(slots=True)
-class StreamReport:
-    """The verdict on one stream: its writers, and the findings no writer's chain holds."""
-
-    stream: str
-    entries: int
-    writers: list[WriterReport]
-    unattributed: WriterReport
-    trimmed_writers: int  # writers all of whose records retention removed, as checkpointed
-
-    @property
-    def findings(self) -> int:
-        """Every finding in the stream."""
-        return self.unattributed.findings + sum(writer.findings for writer in self.writers)
 
 
 @dataclass(slots=True)
@@ -139,12 +75,7 @@ class StreamVerifier:
         self._entries = 0
         self._chains: dict[str, _Chain] = {}
         self._unattributed = WriterReport("")
-        self._checkpoints: dict[str, Checkpoint] = {}
-        for writer, value in (checkpoints or {}).items():
-            try:
-                self._checkpoints[writer] = decode_checkpoint(stream, writer, value, keys)
-            except IntegrityError as exc:
-                self._unattributed.add(Finding("checkpoint", writer, str(exc)))
+        self._checkpoints = dict(checkpoints or {})
 
     def feed(self, entry_id: str, document: bytes | None) -> None:
         """Check one stream entry; `document` is None when the entry lacks the document field."""
@@ -175,7 +106,9 @@ class StreamVerifier:
             for writer in self._checkpoints.keys() | self._marks.keys():
                 if writer not in self._chains:
                     trimmed += self._unseen(writer)
-        writers = sorted((chain.report for chain in self._chains.values()), key=_writer_order)
+        writers = sorted(
+            (chain.report for chain in self._chains.values()), key=attrgetter("writer")
+        )
         return StreamReport(self.stream, self._entries, writers, self._unattributed, trimmed)
 
     # -- one record ---------------------------------------------------------------------------
@@ -231,7 +164,7 @@ class StreamVerifier:
         report = WriterReport(link.writer, first_seq=link.seq)
         chain = _Chain(report, link.seq - 1, "", {})
         self._chains[link.writer] = chain
-        checkpoint = self._checkpoints.get(link.writer)
+        checkpoint = self._checkpoint(link.writer)
         if checkpoint is not None:
             report.checkpoint_seq = checkpoint.seq
         if link.seq == 1 and link.prev != "":
@@ -299,7 +232,9 @@ class StreamVerifier:
 
     def _unseen(self, writer: str) -> int:
         """A writer with a checkpoint or a mark but no record in view; 1 if fully trimmed."""
-        checkpoint = self._checkpoints.get(writer)
+        if writer not in self._marks:
+            return 1  # retention removed all its records; its checkpoint vouches for nothing
+        checkpoint = self._checkpoint(writer)
         covered = checkpoint.seq if checkpoint is not None else 0
         report = WriterReport(writer, checkpoint_seq=covered or None)
         self._truncated(report, self._marks.get(writer), covered)
@@ -317,6 +252,19 @@ class StreamVerifier:
 
     def _gap(self, report: WriterReport, first: int, last: int, why: str) -> None:
         report.flag("gap", why, first, to=last)
+
+    def _checkpoint(self, writer: str) -> Checkpoint | None:
+        """`writer`'s checkpoint, checked when first needed: the checkpoint of a writer whose
+        records are all gone is never read, so a key that signed only those may be dropped."""
+        value = self._checkpoints.get(writer)
+        if value is None:
+            return None
+        try:
+            return decode_checkpoint(self.stream, writer, value, self._keys)
+        except IntegrityError as exc:
+            self._unattributed.add(Finding("checkpoint", writer, str(exc)))
+            self._checkpoints.pop(writer)
+            return None
 
     def _add(self, writer: str, finding: Finding) -> None:
         """A finding for `writer`'s report when its chain is known, else unattributed (so forged
@@ -339,7 +287,3 @@ def _mac_key_id(document: bytes) -> str | None:
     if not member:
         return None
     return tail.partition(b":")[0].decode("ascii", "replace")
-
-
-def _writer_order(report: WriterReport) -> str:
-    return report.writer

@@ -21,10 +21,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sidecar.audit import crypto
 from sidecar.audit.checkpoints import checkpoints_key
 from sidecar.audit.events import EVENT_FIELD
+from sidecar.audit.findings import StreamReport
 from sidecar.audit.integrity import IntegrityKeys
 from sidecar.audit.retention import redis_now_ms
 from sidecar.audit.trail import RECORD_FIELD
-from sidecar.audit.verify import ContentCheck, StreamReport, StreamVerifier
+from sidecar.audit.verify import ContentCheck, StreamVerifier
 from sidecar.cli.verify_output import print_reports
 from sidecar.config import Settings
 from sidecar.durations import describe, parse_duration

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sidecar.audit.verify import Finding, StreamReport, WriterReport
+from sidecar.audit.findings import Finding, StreamReport, WriterReport
 from sidecar.cli.terminal import json_line, printable
 
 
