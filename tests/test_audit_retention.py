@@ -122,6 +122,20 @@ async def test_a_trim_after_a_spool_replay_still_verifies(redis_client: aioredis
     assert (report.writers[0].records, report.writers[0].replays) == (4, 2)
 
 
+async def test_a_replay_of_trimmed_records_still_verifies(redis_client: aioredis.Redis) -> None:
+    """A spool replayed after retention trimmed the originals and the writer's mark expired:
+    the copies come after the checkpoint's cutoff, with seqs it already covers."""
+    writer = ChainWriter(AUDIT_STREAM, KEYS)
+    old = await writer.append(redis_client, 5, age_days=100)
+    await writer.append(redis_client, 2)
+    assert await trim(redis_client, AUDIT_STREAM, integrity=KEYS) == 5
+    for _entry_id, document in old[3:]:
+        await add_raw(redis_client, AUDIT_STREAM, document)
+    report = await verified(redis_client, AUDIT_STREAM, KEYS)
+    assert kinds(report) == {}
+    assert (report.writers[0].records, report.writers[0].replays) == (2, 2)
+
+
 async def test_a_crash_between_checkpoint_and_trim_still_verifies(
     redis_client: aioredis.Redis,
 ) -> None:

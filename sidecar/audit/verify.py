@@ -44,6 +44,7 @@ class _Chain:
     last_seq: int
     last_digest: str
     recent: dict[int, str]  # seq -> digest, the last WINDOW seqs seen, oldest first
+    floor: int  # the lowest seq that was in view: replays of older ones cannot be compared
     pending: Checkpoint | None = None  # a checkpoint ahead of the first record: to be met
 
 
@@ -127,23 +128,19 @@ class StreamVerifier:
         known = link.writer in self._marks or link.writer in self._checkpoints
         if known_key and chain is None and known:
             chain = self._start(entry_id, link)
-        elif known_key and chain is not None and link.seq > chain.last_seq:
-            self._follow(chain, entry_id, link, linked=False)
-        else:
+        if chain is None or not known_key or link.seq <= chain.last_seq:
             self._add(link.writer, Finding("forged", link.writer, reason, link.seq, None, entry_id))
             return
+        self._follow(chain, entry_id, link, linked=False)
         chain.report.flag("altered", reason, link.seq, entry_id)
         self._advance(chain, entry_id, link, count=False)
 
     def _link(self, entry_id: str, link: ChainLink, parsed: dict[str, Any]) -> None:
-        chain = self._chains.get(link.writer)
-        if chain is None:
-            chain = self._start(entry_id, link)
-        elif link.seq <= chain.last_seq:
+        chain = self._chains.get(link.writer) or self._start(entry_id, link)
+        if link.seq <= chain.last_seq:
             self._repeat(chain, entry_id, link)
             return
-        else:
-            self._follow(chain, entry_id, link, linked=True)
+        self._follow(chain, entry_id, link, linked=True)
         self._advance(chain, entry_id, link, count=True)
         if self._content is not None:
             for problem in self._content(parsed):
@@ -160,33 +157,30 @@ class StreamVerifier:
             )
 
     def _start(self, entry_id: str, link: ChainLink) -> _Chain:
-        """A writer's first record in view: what covers the seqs before it."""
-        report = WriterReport(link.writer, first_seq=link.seq)
-        chain = _Chain(report, link.seq - 1, "", {})
+        """A writer's chain, positioned before its first record in view: at its checkpoint when
+        retention trimmed it (the next seq must name the checkpoint's digest, and older seqs
+        are replays of trimmed records), else before seq 1 (so anything earlier missing is a
+        gap), or right before the record when what precedes it is out of view (`since`) or
+        still in the stream under a checkpoint ahead of the trim."""
+        report = WriterReport(link.writer)
+        # Seq 1 has no predecessor, whatever is in view: its prev must be "".
+        chain = _Chain(report, link.seq - 1, "" if link.seq == 1 else link.prev, {}, link.seq)
         self._chains[link.writer] = chain
-        checkpoint = self._checkpoint(link.writer)
+        checkpoint = None if self._since else self._checkpoint(link.writer)
         if checkpoint is not None:
             report.checkpoint_seq = checkpoint.seq
-        if link.seq == 1 and link.prev != "":
-            report.flag("broken_link", "seq 1 names a previous record", 1, entry_id)
-        if self._since:
-            return chain
-        if checkpoint is not None and checkpoint.seq >= link.seq:
+        trimmed = checkpoint is not None and (
+            stream_id_key(entry_id) >= stream_id_key(checkpoint.minid) or checkpoint.seq < link.seq
+        )
+        if checkpoint is not None and trimmed:
+            chain.last_seq, chain.last_digest = checkpoint.seq, checkpoint.digest
+            chain.floor = checkpoint.seq + 1
+        elif checkpoint is not None:
             # Retention wrote the checkpoint but had not trimmed yet (it crashed, or is
             # trimming now): the records it covers are still here, older than its cutoff.
-            if stream_id_key(entry_id) >= stream_id_key(checkpoint.minid):
-                detail = f"covers seq {checkpoint.seq}, but this record is newer than its cutoff"
-                report.flag("checkpoint", detail, link.seq, entry_id)
             chain.pending = checkpoint
-        elif link.seq == 1:
-            pass  # the writer's very first record: nothing before it to cover
-        elif checkpoint is None:
-            self._gap(report, 1, link.seq - 1, "deleted records, and no checkpoint covers them")
-        elif checkpoint.seq + 1 < link.seq:
-            self._gap(report, checkpoint.seq + 1, link.seq - 1, "deleted after the checkpoint")
-        elif link.prev != checkpoint.digest:
-            detail = "prev is not the digest the checkpoint recorded"
-            report.flag("broken_link", detail, link.seq, entry_id)
+        elif not self._since:
+            chain.last_seq, chain.last_digest = 0, ""
         return chain
 
     def _repeat(self, chain: _Chain, entry_id: str, link: ChainLink) -> None:
@@ -197,7 +191,7 @@ class StreamVerifier:
             report.replays += 1
         elif seen is not None:
             report.flag("forged", "seq seen before with another digest", link.seq, entry_id)
-        elif link.seq >= max(report.first_seq or 1, chain.last_seq - self._window + 1):
+        elif link.seq >= max(chain.floor, chain.last_seq - self._window + 1):
             report.flag("reordered", f"arrives after seq {chain.last_seq}", link.seq, entry_id)
         else:
             report.replays += 1  # older than the window: not comparable (see the docstring)
@@ -216,6 +210,8 @@ class StreamVerifier:
         if len(chain.recent) > self._window:
             del chain.recent[next(iter(chain.recent))]  # dicts keep insertion order: the oldest
         chain.report.last_seq = link.seq
+        if chain.report.first_seq is None:
+            chain.report.first_seq = link.seq
         if count:
             chain.report.records += 1
 
@@ -239,7 +235,7 @@ class StreamVerifier:
         report = WriterReport(writer, checkpoint_seq=covered or None)
         self._truncated(report, self._marks.get(writer), covered)
         if report.findings:
-            self._chains[writer] = _Chain(report, covered, "", {})
+            self._chains[writer] = _Chain(report, covered, "", {}, covered + 1)
             return 0
         return 1
 
