@@ -16,6 +16,7 @@ from sidecar.audit.crypto import BodyCipher
 from sidecar.audit.entries import Decrypt, MalformedEntry, decode_entry
 from sidecar.audit.events import EVENT_FIELD
 from sidecar.audit.trail import RECORD_FIELD
+from sidecar.cli import verify as cli_verify
 from sidecar.cli.terminal import json_line, printable
 from sidecar.config import Settings
 from sidecar.durations import describe, parse_duration
@@ -57,6 +58,7 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     query.add_argument("--key-name")
     query.add_argument("--status", help="e.g. 4xx, 503")
     query.add_argument("--path", help="a route glob, e.g. /v1/orders/**")
+    cli_verify.add_parser(actions, common)
     events = commands.add_parser("events", parents=[common], help="authentication events")
     event_actions = events.add_subparsers(dest="action", required=True, metavar="ACTION")
     event_tail = event_actions.add_parser("tail", parents=[common], help="the most recent events")
@@ -67,6 +69,8 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     """Print the entries the arguments ask for, skipping (with a warning on stderr) any that
     cannot be read; exit status 0, `RedisUnreachable` when Redis fails."""
+    if args.command == "audit" and args.action == "verify":
+        return await cli_verify.run(args, settings)
     is_audit = args.command == "audit"
     stream = settings.audit.stream if is_audit else settings.audit.events_stream
     field = RECORD_FIELD if is_audit else EVENT_FIELD

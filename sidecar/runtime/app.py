@@ -156,6 +156,7 @@ async def open_sidecar(
                 [settings.audit.stream, settings.audit.events_stream],
                 settings.audit.retention_days,
                 on_error=metrics.redis_errors.inc,
+                integrity=audit_keys.integrity,
             )
         )
         durable_timeout_s = max(DURABLE_TIMEOUT_FLOOR_S, 10 * settings.redis.timeout_s)
@@ -282,7 +283,9 @@ def _durable_writer(
         quarantined=metrics.audit_quarantined.labels(stream).inc,
     )
     # The spool's directory is named after its writer: one owner, one chain.
-    return DurableStreamWriter(redis, stream, field_name, spool, writer_id=spool.owner, hooks=hooks)
+    return DurableStreamWriter(
+        redis, stream, field_name, spool, integrity, writer_id=spool.owner, hooks=hooks
+    )
 
 
 def _readiness_checks(
