@@ -44,15 +44,16 @@ class Keyed:
         self.cipher = BodyCipher.from_file(key_file)
 
     async def append(self, redis: aioredis.Redis, writer: ChainWriter, count: int) -> list[str]:
-        """`count` records, bodies encrypted, sealed and added: their entry ids."""
+        """`count` documents, content encrypted, sealed and added: their entry ids."""
         ids = []
         for _ in range(count):
             plain = json.loads(a_document(writer.stream, writer.seq + 1))
-            document = writer.seal(
-                dumps_record(self.cipher.encrypt_record(plain))
+            sealed = (
+                self.cipher.encrypt_record(plain)
                 if writer.stream == AUDIT_STREAM
-                else None
+                else self.cipher.encrypt_event(plain)
             )
+            document = writer.seal(dumps_record(sealed))
             entry_id: Any = await redis.xadd(writer.stream, {writer.field: document})
             ids.append(entry_id.decode())
         await writer.set_mark(redis)
@@ -155,8 +156,8 @@ async def test_cleartext_bodies_while_encryption_is_on_are_findings(
     await writer.set_mark(redis_client)
     result = await verify(keyed.config)
     assert result.returncode == EXIT_FINDINGS
-    assert "content 3" in result.stdout  # raw_body, mapped_body, response.body
-    assert "request.raw_body is cleartext while encryption is on" in result.stdout
+    assert "content 7" in result.stdout  # path, query, both header sets and the three bodies
+    assert "request.raw_body: cleartext while encryption is on" in result.stdout
 
 
 async def test_without_a_key_it_warns_and_checks_the_chain(
