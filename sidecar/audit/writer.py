@@ -21,6 +21,8 @@ after a pause with everything still queued in memory.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import os
 from collections import deque
 from collections.abc import Callable
@@ -105,7 +107,10 @@ class DurableStreamWriter:
         self._queued_bytes = 0  # what the queue would take in the spool
         self._recent_sizes: deque[int] = deque(maxlen=_RECENT)
         self._wake = asyncio.Event()
-        self._progress = asyncio.Event()  # pulsed whenever `_durable` or the state changes
+        # Requests waiting for their document, by seq (a heap): each is woken once, when its
+        # own document is durable, not on every batch.
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._tickets = itertools.count()
         self._idle = asyncio.Event()  # set while nothing waits in memory
         self._script = self.redis.register_script(_APPEND)
         # The hash tag puts the mark in the stream's slot, so the script is legal on a cluster.
@@ -166,12 +171,13 @@ class DurableStreamWriter:
         when it is stuck in memory (the spool refused it) or `timeout_s` passes first."""
         if seq <= self._durable:
             return
+        if self._stuck:
+            raise AuditUnavailable("the audit spool cannot take records")
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (seq, next(self._tickets), waiter))
         try:
             async with asyncio.timeout(timeout_s):
-                while seq > self._durable:
-                    if self._stuck:
-                        raise AuditUnavailable("the audit spool cannot take records")
-                    await self._progress.wait()
+                await waiter
         except TimeoutError:
             raise AuditUnavailable(f"no durable audit record within {timeout_s:g} s") from None
 
@@ -185,12 +191,10 @@ class DurableStreamWriter:
         restarts = 0
         while True:
             self.running = True
-            self._pulse()
             try:
                 await self._loop()
             except Exception:
                 self.running = False
-                self._pulse()
                 self.hooks.restarted()
                 log.exception("stream writer failed; restarting", stream=self.stream)
                 await asyncio.sleep(_RESTART_PAUSE_S[min(restarts, len(_RESTART_PAUSE_S) - 1)])
@@ -270,7 +274,7 @@ class DurableStreamWriter:
                 if not self._stuck:
                     log.error("spool refused records; refusing new ones", error=str(exc))
                 self._stuck = True  # kept in memory; new requests are refused via can_accept()
-                self._pulse()
+                self._fail_waiters()
                 break
             for _ in batch:
                 self._forget(self._queue.popleft())
@@ -301,12 +305,18 @@ class DurableStreamWriter:
     def _mark_durable(self, seq: int) -> None:
         if seq > self._durable:
             self._durable = seq
-            self._pulse()
+            waiters = self._waiters
+            while waiters and waiters[0][0] <= seq:
+                waiter = heapq.heappop(waiters)[2]
+                if not waiter.done():  # a waiter that timed out or was cancelled is done
+                    waiter.set_result(None)
 
-    def _pulse(self) -> None:
-        # Wakes every `durable` waiter: each checks its own seq and the state again.
-        self._progress.set()
-        self._progress.clear()
+    def _fail_waiters(self) -> None:
+        """The spool refused what waits in memory: every waiter's document is stuck there."""
+        waiters, self._waiters = self._waiters, []
+        for _seq, _ticket, waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(AuditUnavailable("the audit spool cannot take records"))
 
     def _log_failure(self, exc: BaseException) -> None:
         if self._failures == 0:
@@ -314,9 +324,7 @@ class DurableStreamWriter:
 
     def _update_idle(self) -> None:
         if not self._queue:
-            if self._stuck:
-                self._stuck = False
-                self._pulse()
+            self._stuck = False
             self._idle.set()
 
     async def flush(self, timeout_s: float) -> bool:
