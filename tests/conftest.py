@@ -31,6 +31,16 @@ def redis_server() -> Iterator[EmbeddedRedis]:
 
 
 @pytest.fixture
+async def redis_outage(redis_server: EmbeddedRedis) -> AsyncIterator[EmbeddedRedis]:
+    """The tests' Redis, for the test to stop; running again afterwards whatever happened."""
+    try:
+        yield redis_server
+    finally:
+        if not redis_server.running:
+            redis_server.start()
+
+
+@pytest.fixture
 async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
     """A client on a freshly emptied database."""
     if not redis_server.running:  # a fault test may have stopped it

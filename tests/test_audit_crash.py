@@ -10,7 +10,6 @@ import signal
 import ssl
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +27,6 @@ pytestmark = pytest.mark.slow
 AUDIT_STREAM = "sidecar:audit"
 REQUESTS = 30
 START_DEADLINE_S = 20.0
-
-
-@pytest.fixture
-async def redis_outage(redis_server: EmbeddedRedis) -> AsyncIterator[EmbeddedRedis]:
-    """The tests' Redis, for the test to stop; running again afterwards whatever happened."""
-    try:
-        yield redis_server
-    finally:
-        if not redis_server.running:
-            redis_server.start()
 
 
 async def get(session: aiohttp.ClientSession, url: str, **kwargs: Any) -> int | None:

@@ -15,7 +15,6 @@ import signal
 import ssl
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +39,6 @@ AUDIT_STREAM = "sidecar:audit"
 KILLS = 4
 CLIENTS = 8
 PATHS = ("/public/a", "/public/status/404", "/public/status/201")
-
-
-@pytest.fixture
-async def redis_outage(redis_server: EmbeddedRedis) -> AsyncIterator[EmbeddedRedis]:
-    """The tests' Redis, for the test to stop; running again afterwards whatever happened."""
-    try:
-        yield redis_server
-    finally:
-        if not redis_server.running:
-            redis_server.start()
 
 
 async def request_ids_in_stream(redis: aioredis.Redis) -> Counter[str]:

@@ -13,7 +13,6 @@ import ssl
 import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +37,6 @@ pytestmark = pytest.mark.slow
 
 AUDIT_STREAM = "sidecar:audit"
 PER_PROCESS = 15
-
-
-@pytest.fixture
-async def redis_outage(redis_server: EmbeddedRedis) -> AsyncIterator[EmbeddedRedis]:
-    """The tests' Redis, for the test to stop; running again afterwards whatever happened."""
-    try:
-        yield redis_server
-    finally:
-        if not redis_server.running:
-            redis_server.start()
 
 
 async def get(session: aiohttp.ClientSession, url: str, **kwargs: Any) -> int | None:
