@@ -264,6 +264,17 @@ async def readyz_status(session: aiohttp.ClientSession, health_port: int) -> int
         return None
 
 
+async def get_status(session: aiohttp.ClientSession, url: str, **kwargs: Any) -> int | None:
+    """GET `url` and read the whole answer: its status, or None when it did not come (the
+    process is down, restarting, or cut the connection)."""
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=2), **kwargs) as response:
+            await response.read()
+            return response.status
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
 async def wait_ready(sidecar: SidecarProcess, session: aiohttp.ClientSession, port: int) -> None:
     """Poll `/readyz` until 200; fail at once if the process exited, or at the deadline."""
 

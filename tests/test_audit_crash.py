@@ -18,7 +18,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from sidecar.storage.embedded import EmbeddedRedis
-from tests.helpers import SidecarProcess, free_port, sidecar_process, wait_until, write_config
+from tests.helpers import (
+    free_port,
+    get_status,
+    sidecar_process,
+    wait_ready,
+    wait_until,
+    write_config,
+)
 from tests.keysupport import FAST_KEYS, metric_value, sidecar_cli
 from tests.upstream import UpstreamServer
 
@@ -26,25 +33,7 @@ pytestmark = pytest.mark.slow
 
 AUDIT_STREAM = "sidecar:audit"
 REQUESTS = 30
-START_DEADLINE_S = 20.0
-
-
-async def get(session: aiohttp.ClientSession, url: str, **kwargs: Any) -> int | None:
-    try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=2), **kwargs) as response:
-            await response.read()
-            return response.status
-    except (aiohttp.ClientError, TimeoutError):
-        return None
-
-
-async def wait_ready(sidecar: SidecarProcess, session: aiohttp.ClientSession, url: str) -> None:
-    async def ready() -> bool:
-        if sidecar.process.returncode is not None:
-            raise AssertionError(f"sidecar exited at start-up:\n{sidecar.log()}")
-        return await get(session, url + "/readyz") == 200
-
-    await wait_until(ready, within=START_DEADLINE_S, interval=0.05)
+REPLAY_DEADLINE_S = 20.0
 
 
 async def spooled(session: aiohttp.ClientSession, health_url: str) -> float:
@@ -93,10 +82,12 @@ async def test_records_spooled_before_a_sigkill_are_replayed_once_by_the_next_pr
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl)) as session:
         async with sidecar_process(config, tmp_path / "first.log") as first:
-            await wait_ready(first, session, health_url)
+            await wait_ready(first, session, health_port)
             warm_id = f"warm-{uuid.uuid4().hex}"
             warm_headers = {**headers, "X-Request-Id": warm_id}
-            assert await get(session, proxy_url + "/v1/orders/0", headers=warm_headers) == 200
+            assert (
+                await get_status(session, proxy_url + "/v1/orders/0", headers=warm_headers) == 200
+            )
 
             async def warm_written() -> bool:
                 return warm_id in await request_ids_in_stream(redis_client)
@@ -107,7 +98,7 @@ async def test_records_spooled_before_a_sigkill_are_replayed_once_by_the_next_pr
             ids = [f"crash-{n}-{uuid.uuid4().hex}" for n in range(REQUESTS)]
             for request_id in ids:
                 sent = {**headers, "X-Request-Id": request_id}
-                assert await get(session, proxy_url + "/v1/orders/1", headers=sent) == 200
+                assert await get_status(session, proxy_url + "/v1/orders/1", headers=sent) == 200
 
             async def all_on_disk() -> bool:
                 return await spooled(session, health_url) >= REQUESTS
@@ -128,7 +119,7 @@ async def test_records_spooled_before_a_sigkill_are_replayed_once_by_the_next_pr
                     found = await request_ids_in_stream(fresh)
                     return all(request_id in found for request_id in ids)
 
-                await wait_until(replayed, within=START_DEADLINE_S)
+                await wait_until(replayed, within=REPLAY_DEADLINE_S)
                 assert await request_ids_in_stream(fresh) == Counter(ids)  # each exactly once
 
                 async def spool_emptied() -> bool:

@@ -24,6 +24,7 @@ from sidecar.storage.embedded import EmbeddedRedis
 from tests.helpers import (
     SidecarProcess,
     free_port,
+    get_status,
     serve_config,
     sidecar_env,
     sidecar_process,
@@ -37,15 +38,6 @@ pytestmark = pytest.mark.slow
 
 AUDIT_STREAM = "sidecar:audit"
 PER_PROCESS = 15
-
-
-async def get(session: aiohttp.ClientSession, url: str, **kwargs: Any) -> int | None:
-    try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=2), **kwargs) as response:
-            await response.read()
-            return response.status
-    except (aiohttp.ClientError, TimeoutError):
-        return None
 
 
 async def metrics(session: aiohttp.ClientSession, health_port: int) -> str:
@@ -116,7 +108,9 @@ async def test_spools_of_killed_processes_are_adopted_by_a_different_worker_coun
                 await wait_ready(sidecar, session, health_port)
                 warm = {**headers, "X-Request-Id": f"warm-{uuid.uuid4().hex}"}
                 url = f"https://localhost:{proxy_port}/v1/orders/0"
-                assert await get(session, url, headers=warm) == 200  # key cached for the outage
+                assert (
+                    await get_status(session, url, headers=warm) == 200
+                )  # key cached for the outage
 
             async def warm_written() -> bool:
                 found = await request_ids(redis_client)
@@ -129,7 +123,7 @@ async def test_spools_of_killed_processes_are_adopted_by_a_different_worker_coun
                 for request_id in ids[index]:
                     sent = {**headers, "X-Request-Id": request_id}
                     url = f"https://localhost:{proxy_port}/v1/orders/1"
-                    assert await get(session, url, headers=sent) == 200
+                    assert await get_status(session, url, headers=sent) == 200
 
                 async def on_disk(port: int = health_port) -> bool:
                     text = await metrics(session, port)
