@@ -10,6 +10,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench.run import Options, run
+from bench.sidecar_target import baseline_python
 from bench.wrk import WrkMissing, find_wrk
 
 EXIT_OK, EXIT_FAILURE, EXIT_MISSING_TOOL = 0, 1, 2
@@ -45,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick", action="store_true", help="a short smoke run: 2 s rounds, 1 round"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of another revision (with its .venv, from `make install`): its "
+        "sidecar runs beside this one as `sidecar (baseline)`",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/out"))
     return parser
 
@@ -54,6 +61,8 @@ def _options(args: argparse.Namespace, argv: list[str]) -> Options:
         raise SystemExit("--rounds, --duration, --connections and --threads must be ≥ 1")
     if args.slowloris < 0:
         raise SystemExit("--slowloris must be ≥ 0")
+    if args.baseline is not None and not baseline_python(args.baseline).exists():
+        raise SystemExit(f"--baseline: {baseline_python(args.baseline)} not found (make install)")
     quick = args.quick
     return Options(
         duration_s=2.0 if quick else args.duration,
@@ -68,6 +77,7 @@ def _options(args: argparse.Namespace, argv: list[str]) -> Options:
         idle_connections=min(args.idle_connections, 200) if quick else args.idle_connections,
         flood_rate=args.flood_rate,
         slowloris=args.slowloris,
+        baseline=None if args.baseline is None else args.baseline.resolve(),
         command=shlex.join(["python", "-m", "bench", *argv]),
     )
 

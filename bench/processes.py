@@ -56,6 +56,7 @@ class Child:
         env: Mapping[str, str] | None = None,
         stdin: int | None = subprocess.DEVNULL,
         stdout: int | None = None,
+        cwd: Path = REPO_ROOT,
     ) -> None:
         self.name = name
         self.log_path = log_path
@@ -65,7 +66,7 @@ class Child:
                 stdin=stdin,
                 stdout=log if stdout is None else stdout,
                 stderr=log,
-                cwd=REPO_ROOT,
+                cwd=cwd,
                 env=clean_environment(env),
                 start_new_session=True,  # Ctrl-C reaches the harness, which stops us in order
             )

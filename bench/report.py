@@ -11,6 +11,7 @@ from bench.results import (
     NAIVE,
     NGINX,
     SIDECAR,
+    SIDECAR_BASELINE,
     SIDECAR_INFO,
     SIDECAR_WORKERS,
     Results,
@@ -18,6 +19,7 @@ from bench.results import (
 )
 
 RATIOS = [
+    (SIDECAR, SIDECAR_BASELINE),
     (SIDECAR, NAIVE),
     (SIDECAR, NGINX),
     (SIDECAR, DIRECT),
@@ -29,6 +31,7 @@ RATIOS = [
 
 
 CPU_RATIOS = [
+    (SIDECAR, SIDECAR_BASELINE),
     (SIDECAR, NAIVE),
     (SIDECAR, NGINX),
     (SIDECAR_INFO, SIDECAR),

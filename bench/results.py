@@ -18,6 +18,8 @@ NAIVE = "naive"
 SIDECAR = "sidecar"
 SIDECAR_INFO = "sidecar (log info)"
 SIDECAR_WORKERS = "sidecar --workers 2"
+# `--baseline DIR`: the same sidecar config served by another checkout (a previous revision).
+SIDECAR_BASELINE = "sidecar (baseline)"
 NGINX = "nginx"
 FLOOD_SINGLE = "sidecar + flood (1 IP)"
 FLOOD_MANY = "sidecar + flood (1000 IPs)"

@@ -35,6 +35,7 @@ from bench.results import (
     NAIVE,
     NGINX,
     SIDECAR,
+    SIDECAR_BASELINE,
     SIDECAR_INFO,
     SIDECAR_WORKERS,
     Argon2Count,
@@ -81,6 +82,9 @@ class Options:
     flood_rate: float
     command: str
     slowloris: int = 500  # slowloris connections held during one valid run; 0 skips
+    # A checkout of another revision with its own .venv: its sidecar is measured beside this
+    # one, same config, same rounds, so "did this change cost anything" is one ratio.
+    baseline: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +144,8 @@ class Bench:
 
     # ---- start-up -------------------------------------------------------------------
 
-    def _start(self, name: str, argv: list[str], port: int) -> Child:
-        child = Child(name, argv, self.dir / f"{name.replace(' ', '-')}.log")
+    def _start(self, name: str, argv: list[str], port: int, cwd: Path = REPO_ROOT) -> Child:
+        child = Child(name, argv, self.dir / f"{name.replace(' ', '-')}.log", cwd=cwd)
         self._stack.callback(child.stop)
         wait_for_port(port, child)
         return child
@@ -173,6 +177,11 @@ class Bench:
         if self._workers:
             pair = self._start_sidecar("sidecar-workers", "warning", upstream_url, workers=2)
             self.targets.append(self._sidecar_target(SIDECAR_WORKERS, pair))
+        if self.options.baseline is not None:
+            old = self._start_sidecar(
+                "sidecar-baseline", "warning", upstream_url, checkout=self.options.baseline
+            )
+            self.targets.append(self._sidecar_target(SIDECAR_BASELINE, old))
 
         proxy = self._start_nginx(upstream_port, api_key)
         if proxy is not None:
@@ -230,7 +239,13 @@ class Bench:
         return Listening(self._start("nginx", nginx.argv(binary, prefix, config), port), port)
 
     def _start_sidecar(
-        self, name: str, log_level: str, upstream_url: str, *, workers: int = 1
+        self,
+        name: str,
+        log_level: str,
+        upstream_url: str,
+        *,
+        workers: int = 1,
+        checkout: Path | None = None,
     ) -> SidecarProcess:
         ports = SidecarPorts(proxy=free_port(), health=free_port())
         config = sidecar_target.write_config(
@@ -243,10 +258,11 @@ class Bench:
             spool_dir=self.dir / f"{name}-spool",
             log_level=log_level,
         )
-        argv = sidecar_target.serve_argv(config)
+        argv = sidecar_target.serve_argv(config, checkout)
         if workers > 1:
             argv += ["--workers", str(workers)]
-        child = self._start(name, argv, ports.proxy)
+        # In the checkout: `python -m` puts the working directory first on sys.path.
+        child = self._start(name, argv, ports.proxy, cwd=checkout or REPO_ROOT)
         wait_for_port(ports.health, child)
         return SidecarProcess(child, ports)
 

@@ -72,8 +72,15 @@ def write_config(
     return path
 
 
-def serve_argv(config: Path) -> list[str]:
-    return [sys.executable, "-m", "sidecar", "serve", "--config", str(config)]
+def serve_argv(config: Path, checkout: Path | None = None) -> list[str]:
+    """`sidecar serve`, of this checkout or of `checkout` (with its own `.venv`)."""
+    python = sys.executable if checkout is None else str(baseline_python(checkout))
+    return [python, "-m", "sidecar", "serve", "--config", str(config)]
+
+
+def baseline_python(checkout: Path) -> Path:
+    """The interpreter of another checkout (`make install` made its `.venv`)."""
+    return checkout / ".venv" / "bin" / "python"
 
 
 async def _issue_key(redis_url: str, name: str) -> str:

@@ -226,6 +226,32 @@ async def test_while_redis_is_unreachable_records_are_spooled_fsynced_and_counte
     assert [record.seq for record in spooled(spool)] == list(range(1, 11))
 
 
+async def test_a_record_that_arrives_while_the_writer_backs_off_is_spooled_at_once(
+    unreachable: aioredis.Redis, tmp_path: Path, budget: SpoolBudget
+) -> None:
+    # Its request waits for a durable record: the fsync, not the rest of a 1 s backoff.
+    loop = asyncio.get_running_loop()
+    failed_at: list[float] = []
+    writer = make_writer(
+        unreachable,
+        make_spool(tmp_path / "spool", budget),
+        WriterHooks(redis_error=lambda: failed_at.append(loop.time())),
+    )
+    async with running(writer):
+        writer.submit(doc(0))
+
+        async def longest_backoff() -> bool:
+            return len(failed_at) >= 5  # the fifth failure backs off for the longest, 1 s
+
+        await wait_until(longest_backoff, within=10)
+        seq = writer.submit(doc(1))
+        assert seq is not None
+        await writer.durable(seq, timeout_s=5)
+        kept_at = loop.time()
+    # Before the backoff that began at the fifth failure could have ended (it lasts 1.0 s).
+    assert kept_at - failed_at[4] < 0.9
+
+
 async def test_records_of_a_previous_writer_are_replayed_once_and_before_new_ones(
     redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:

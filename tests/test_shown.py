@@ -189,3 +189,30 @@ def test_with_card_masking_off_the_record_and_shown_still_agree() -> None:
     assert record_path(exchange, card_numbers="off") == exchange.shown_path
     assert CARD in exchange.shown_path
     assert SECRET not in exchange.shown_path
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.lists(st.sampled_from(["a", "-", " ", "4", CARD, CARD[:9], KEY, "_"]), max_size=6).map(
+            "".join
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_header_values_are_masked_each_as_masked_masks_it_however_many(values: list[str]) -> None:
+    # The record first looks at all the values joined (the common case: nothing to mask);
+    # that shortcut must never let a value through that `masked` would change.
+    exchange = exchange_of("/v1", None)
+    exchange.request_headers = [(f"x-h{index}", value) for index, value in enumerate(values)]
+    record = build_record(
+        exchange,
+        ts="2026-01-01T00:00:00.000000Z",
+        response_headers=[],
+        duration_ms=1.0,
+        card_numbers="redact",
+        credentials="redact",
+    )
+    shown_headers = record["request"]["headers"]  # type: ignore[index]
+    assert shown_headers == {f"x-h{i}": masked(value) for i, value in enumerate(values)}

@@ -222,8 +222,22 @@ class DurableStreamWriter:
                 self._failures = 0
             else:
                 self.hooks.redis_error()
-                await asyncio.sleep(_BACKOFF_S[min(self._failures, len(_BACKOFF_S) - 1)])
+                await self._back_off(_BACKOFF_S[min(self._failures, len(_BACKOFF_S) - 1)])
                 self._failures += 1
+
+    async def _back_off(self, pause_s: float) -> None:
+        """Wait `pause_s` before trying Redis again; records that arrive meanwhile go to the
+        spool at once: their requests wait for a durable record, not for the backoff."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + pause_s
+        while (left := until - loop.time()) > 0:
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(left):
+                    await self._wake.wait()
+            except TimeoutError:
+                return
+            self._spool_queue()
 
     async def _step(self) -> bool:
         """One unit of work; False when Redis failed (the caller backs off)."""

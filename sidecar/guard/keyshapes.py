@@ -30,10 +30,15 @@ _TAIL = re.compile(rf"_[0-9A-Za-z]{{{ID_CHARS}}}_[0-9A-Za-z]{{{SECRET_CHARS + CH
 MASKED_SECRET = "[REDACTED]"  # noqa: S105 (a mask, not a password)
 
 
+def might_hold_keys(text: str) -> bool:
+    """False only when `text` holds no key-shaped string (the cheap look `mask_keys` takes)."""
+    return _TAIL.search(text) is not None
+
+
 def mask_keys(text: str) -> str:
     """`text` with the secret of every key-shaped string in it masked; the public parts
     (prefix, environment, id) stay, so an operator can still tell which key it was."""
-    if _TAIL.search(text) is None:
+    if not might_hold_keys(text):
         return text
     return _KEY_PARTS.sub(lambda match: match.group(1) + MASKED_SECRET, text)
 
