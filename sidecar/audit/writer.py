@@ -21,8 +21,6 @@ after a pause with everything still queued in memory.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import os
 from collections import deque
 from collections.abc import Callable
@@ -34,6 +32,7 @@ import structlog
 
 from sidecar.audit.integrity import IntegrityKeys, seal
 from sidecar.audit.spool import Spool, SpooledRecord, SpoolFull
+from sidecar.audit.waiters import DurableWaiters
 from sidecar.storage.client import RedisClient
 from sidecar.storage.failures import REDIS_FAILURES
 
@@ -107,10 +106,7 @@ class DurableStreamWriter:
         self._queued_bytes = 0  # what the queue would take in the spool
         self._recent_sizes: deque[int] = deque(maxlen=_RECENT)
         self._wake = asyncio.Event()
-        # Requests waiting for their document, by seq (a heap): each is woken once, when its
-        # own document is durable, not on every batch.
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._tickets = itertools.count()
+        self._waiters = DurableWaiters()  # requests waiting for their document
         self._idle = asyncio.Event()  # set while nothing waits in memory
         self._script = self.redis.register_script(_APPEND)
         # The hash tag puts the mark in the stream's slot, so the script is legal on a cluster.
@@ -173,8 +169,7 @@ class DurableStreamWriter:
             return
         if self._stuck:
             raise AuditUnavailable("the audit spool cannot take records")
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (seq, next(self._tickets), waiter))
+        waiter = self._waiters.add(seq)
         try:
             async with asyncio.timeout(timeout_s):
                 await waiter
@@ -288,7 +283,7 @@ class DurableStreamWriter:
                 if not self._stuck:
                     log.error("spool refused records; refusing new ones", error=str(exc))
                 self._stuck = True  # kept in memory; new requests are refused via can_accept()
-                self._fail_waiters()
+                self._waiters.fail(AuditUnavailable("the audit spool cannot take records"))
                 break
             for _ in batch:
                 self._forget(self._queue.popleft())
@@ -319,18 +314,7 @@ class DurableStreamWriter:
     def _mark_durable(self, seq: int) -> None:
         if seq > self._durable:
             self._durable = seq
-            waiters = self._waiters
-            while waiters and waiters[0][0] <= seq:
-                waiter = heapq.heappop(waiters)[2]
-                if not waiter.done():  # a waiter that timed out or was cancelled is done
-                    waiter.set_result(None)
-
-    def _fail_waiters(self) -> None:
-        """The spool refused what waits in memory: every waiter's document is stuck there."""
-        waiters, self._waiters = self._waiters, []
-        for _seq, _ticket, waiter in waiters:
-            if not waiter.done():
-                waiter.set_exception(AuditUnavailable("the audit spool cannot take records"))
+            self._waiters.release(seq)
 
     def _log_failure(self, exc: BaseException) -> None:
         if self._failures == 0:
