@@ -3,12 +3,15 @@ step by step over the tests' Redis and PostgreSQL, and what the archive holds.""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import psycopg
 import redis.asyncio as aioredis
 
@@ -93,7 +96,10 @@ async def query(url: str, statement: str, *params: object) -> list[tuple[Any, ..
 
 
 async def archived_request_ids(url: str, table: str = "audit_records") -> Counter[str]:
-    """How many rows each request id has in `table` (every one should have exactly one)."""
+    """How many rows each request id has in `table` (every one should have exactly one); none
+    before the archiver has created the table."""
+    if await query(url, "SELECT to_regclass(%s)", table) == [(None,)]:
+        return Counter()
     rows = await query(url, f"SELECT request_id FROM {table}")
     return Counter(request_id for (request_id,) in rows)
 
@@ -104,3 +110,32 @@ async def counted(url: str) -> dict[tuple[str, str], int]:
         url, "SELECT key_id, outcome, sum(count)::bigint FROM activity_minutes GROUP BY 1, 2"
     )
     return {(key_id, outcome): int(total) for key_id, outcome, total in rows}
+
+
+async def send_until(
+    session: aiohttp.ClientSession, url: str, answered: set[str], stop: asyncio.Event, tag: str
+) -> None:
+    """GET `url` under fresh request ids until `stop`; note each one that got a whole 200
+    answer (it has a durable record). A refused or cut-off request is simply not noted."""
+    while not stop.is_set():
+        request_id = f"{tag}-{uuid.uuid4().hex}"
+        try:
+            async with session.get(
+                url, headers={"X-Request-Id": request_id}, timeout=aiohttp.ClientTimeout(total=10)
+            ) as response:
+                await response.read()
+                if response.status == 200:
+                    answered.add(request_id)
+        except (aiohttp.ClientError, TimeoutError):
+            if not stop.is_set():
+                await asyncio.sleep(0.01)  # the process is gone: not a busy loop
+
+
+async def health(
+    session: aiohttp.ClientSession, health_url: str
+) -> tuple[int, dict[str, Any], str]:
+    """`/readyz`'s status and body, and `/metrics`' text, from a health port."""
+    async with session.get(health_url + "/readyz") as response:
+        status, body = response.status, await response.json()
+    async with session.get(health_url + "/metrics") as response:
+        return status, body, await response.text()
