@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aiohttp
 import redis.asyncio as aioredis
 
 from sidecar.archive.window import GROUP
@@ -91,4 +90,3 @@ async def test_postgres_down_under_load_then_back_loses_nothing_and_doubles_noth
     await wait_until(caught_up, within=10)
     pending: Any = await redis_client.xpending(AUDIT_STREAM, GROUP)
     assert pending["pending"] == 0
-    assert isinstance(proxy.session, aiohttp.ClientSession)
