@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,7 +79,7 @@ class _Stream:
     lag_s: float = 0.0
     failures: int = 0
     problem: str | None = None
-    clock: tuple[int, float] | None = field(default=None)  # Redis ms at a monotonic time
+    clock: tuple[int, float] | None = None  # Redis's ms at a monotonic time, from `tend`
 
 
 class Archiver:
