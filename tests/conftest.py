@@ -1,7 +1,9 @@
-"""The test harness: a real redis-server, trustme certificates, a real upstream, real TLS.
+"""The test harness: a real redis-server, a real PostgreSQL, trustme certificates, a real
+upstream, real TLS.
 
 Nothing here is mocked: the sidecar under test binds real loopback ports and is reached over
-real TLS; Redis is a real `redis-server` this session starts on a free port.
+real TLS; Redis is a real `redis-server` and PostgreSQL a real `postgres` this session starts on
+free ports.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from sidecar.config import Settings
 from sidecar.runtime.serve import Running, running
 from sidecar.runtime.tls import check_certificate
 from sidecar.storage.embedded import EmbeddedRedis
+from sidecar.storage.embedded_postgres import EmbeddedPostgres
+from tests.postgres import fresh_database
 from tests.upstream import UpstreamServer, start_upstream
 
 
@@ -49,6 +53,30 @@ async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Re
     await client.flushall()
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[EmbeddedPostgres]:
+    """One PostgreSQL for the session, started on first use (tests without it pay nothing)."""
+    with EmbeddedPostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def archive_url(postgres_server: EmbeddedPostgres) -> Iterator[str]:
+    """`postgresql://postgres@127.0.0.1:<port>/<db>`: this test's own database, dropped after."""
+    with fresh_database(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_outage(postgres_server: EmbeddedPostgres) -> Iterator[EmbeddedPostgres]:
+    """The tests' PostgreSQL, for the test to stop; running again afterwards whatever happened."""
+    try:
+        yield postgres_server
+    finally:
+        if not postgres_server.running:
+            postgres_server.start()
 
 
 @pytest.fixture(scope="session")
