@@ -113,7 +113,7 @@ def _describe(error: Mapping[str, Any]) -> str:
 
 
 # Keys whose values are never echoed back, even inside an error message.
-_SECRET_KEYS = frozenset({"redis.url"})
+_SECRET_KEYS = frozenset({"redis.url", "archive.url"})
 
 
 # The service links Kubernetes injects for a Service named `sidecar` (docker links had the

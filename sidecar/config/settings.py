@@ -204,6 +204,34 @@ class Audit(Section):
     integrity_key_file: Path | None = None
 
 
+class Archive(Section):
+    """`archive`: the PostgreSQL the audit streams are copied into (SPEC §15); unset, nothing
+    is archived and Redis keeps the streams for `audit.retention_days` as before."""
+
+    url: str | None = None  # postgresql://user:password@host:5432/db (libpq options allowed)
+    # What stays in Redis once archived: the newest records read without a database round trip.
+    redis_window_s: PositiveInt = 3600
+    batch: int = Field(500, ge=1, le=10000)  # entries per XREADGROUP and per INSERT
+    timeout_s: PositiveFloat = 10  # connect and statement timeout
+    # A pending entry idle this long is claimed by another replica: its reader died mid-batch.
+    claim_idle_s: PositiveFloat = 60
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        # libpq takes both schemes; anything else (a Redis URL pasted here) fails at load time,
+        # with a message of our own: a parser's could quote the password.
+        try:
+            scheme = URL(value).scheme
+        except ValueError:
+            scheme = ""
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// or postgres:// URL")
+        return value
+
+
 class Limits(Section):
     """`limits`: sizes, timeouts and connection counts of the proxy port."""
 
@@ -255,6 +283,7 @@ class Settings(BaseSettings):
     rate_limits: RateLimits = RateLimits()
     data_guard: DataGuard = DataGuard()
     audit: Audit = Audit()
+    archive: Archive = Archive()
     limits: Limits = Limits()
     trusted_proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     shutdown: Shutdown = Shutdown()
