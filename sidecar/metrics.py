@@ -82,6 +82,26 @@ class Metrics:
             ["stream"],
             registry=r,
         )
+        # SPEC §15: how far the archive is behind each stream (Redis's TIME minus the time of
+        # the oldest entry not yet archived); every worker sees the same streams.
+        self.archive_lag = Gauge(
+            "sidecar_archive_lag_seconds",
+            "Age of the oldest stream entry not yet archived in PostgreSQL.",
+            ["stream"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.archive_records = Counter(
+            "sidecar_archive_records",
+            "Stream entries the archiver took, by outcome (archived|duplicate|dead_letter).",
+            ["stream", "outcome"],
+            registry=r,
+        )
+        self.archive_errors = Counter(
+            "sidecar_archive_errors",
+            "Archive passes that failed (PostgreSQL or Redis unavailable) and were retried.",
+            registry=r,
+        )
         self.redis_errors = Counter(
             "sidecar_redis_errors", "Redis calls that failed or timed out.", registry=r
         )

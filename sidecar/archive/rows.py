@@ -45,6 +45,13 @@ class Row:
     values: tuple[object, ...]
 
     @property
+    def document(self) -> str:
+        """The document as the stream held it (the last column of every record table)."""
+        text = self.values[-1]
+        assert isinstance(text, str)
+        return text
+
+    @property
     def day(self) -> date:
         """The UTC day whose partition holds the row."""
         return self.ts.date()

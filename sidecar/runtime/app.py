@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from sidecar.archive.archiver import create_archiver
 from sidecar.audit.events import EVENT_FIELD, EventLog
 from sidecar.audit.integrity import IntegrityKeys
 from sidecar.audit.keyfiles import load_audit_keys
@@ -123,6 +124,12 @@ async def open_sidecar(
         )
         for writer in (audit_writer, event_writer):
             stack.callback(writer.spool.close)  # after the task stops: the next process adopts
+        archiver = None
+        if settings.archive.url is not None:  # the consumer is named after the audit writer
+            archiver = create_archiver(
+                settings, redis, audit_writer.writer_id, audit_keys.integrity, metrics
+            )
+            stack.push_async_callback(archiver.close)  # once its task is cancelled
         stack.push_async_callback(tasks.cancel_all)
         for writer in (audit_writer, event_writer):
             # On the way out: everything queued goes to Redis, or to the spool for next time.
@@ -150,6 +157,8 @@ async def open_sidecar(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(rotation_due.update(), 4 * settings.redis.timeout_s)
         tasks.start(rotation_due.keep_updated())
+        if archiver is not None:  # not awaited: a PostgreSQL down at start-up delays nothing
+            tasks.start(archiver.run())
         tasks.start(
             keep_trimmed(
                 redis,
@@ -192,6 +201,8 @@ async def open_sidecar(
             security_headers=headers,
         )
         checks = _readiness_checks(sidecar, redis, (audit_writer, event_writer))
+        if archiver is not None:  # reported, never gating (SPEC §15): the backlog waits in Redis
+            checks.append(ReadinessCheck("archive", archiver.problem, gating=False))
         sidecar.health_app = create_health_app(checks, metrics)
         yield sidecar
 

@@ -16,22 +16,31 @@ CheckFn = Callable[[], Awaitable[str | None]]
 
 @dataclass(frozen=True, slots=True)
 class ReadinessCheck:
-    """One named `/readyz` check: `run` returns None when ready, else why not."""
+    """One named `/readyz` check: `run` returns None when ready, else why not.
+
+    A check that is not `gating` is shown in the answer's `checks` but never makes `/readyz`
+    fail: it reports on something the process serves without (the archive, whose backlog
+    waits in Redis), and a load balancer must not take every replica out for it."""
 
     name: str
     run: CheckFn
+    gating: bool = True
 
 
-async def readiness(checks: Sequence[ReadinessCheck]) -> tuple[bool, dict[str, str]]:
-    """Run every check (all of them, so the answer names each failing one)."""
+async def readiness(checks: Sequence[ReadinessCheck]) -> tuple[list[str], dict[str, str]]:
+    """Run every check (all of them, so the answer names each failing one): the gating checks
+    that fail, and every check's result."""
     results: dict[str, str] = {}
+    failing: list[str] = []
     for check in checks:
         try:
             problem = await check.run()
         except Exception as exc:  # a check that blows up is a failing check, not a 500
             problem = f"check failed: {type(exc).__name__}"
         results[check.name] = "ok" if problem is None else problem
-    return all(result == "ok" for result in results.values()), results
+        if problem is not None and check.gating:
+            failing.append(check.name)
+    return sorted(failing), results
 
 
 def create_health_app(checks: Sequence[ReadinessCheck], metrics: Metrics) -> web.Application:
@@ -41,12 +50,11 @@ def create_health_app(checks: Sequence[ReadinessCheck], metrics: Metrics) -> web
         return web.json_response({"status": "ok"})
 
     async def readyz(_request: web.Request) -> web.Response:
-        ready, results = await readiness(checks)
-        failing = sorted(name for name, result in results.items() if result != "ok")
-        body = {"status": "ready" if ready else "not ready", "checks": results}
+        failing, results = await readiness(checks)
+        body = {"status": "not ready" if failing else "ready", "checks": results}
         if failing:
             body["failing"] = failing  # type: ignore[assignment]
-        return web.json_response(body, status=200 if ready else 503)
+        return web.json_response(body, status=503 if failing else 200)
 
     async def metrics_page(_request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
