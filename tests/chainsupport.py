@@ -11,6 +11,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from sidecar.archive.tables import AUDIT_RECORDS, AUTH_EVENTS, ArchivedStream
 from sidecar.audit.findings import StreamReport
 from sidecar.audit.integrity import IntegrityKeys, seal
 from sidecar.audit.record import capture, dumps_record
@@ -21,6 +22,10 @@ from tests.audit_exchanges import a_record, an_event
 AUDIT_STREAM = "sidecar:audit"
 EVENTS_STREAM = "sidecar:auth-events"
 FIELDS = {AUDIT_STREAM: "record", EVENTS_STREAM: "event"}
+SOURCES = {
+    AUDIT_STREAM: ArchivedStream(AUDIT_STREAM, "record", AUDIT_RECORDS),
+    EVENTS_STREAM: ArchivedStream(EVENTS_STREAM, "event", AUTH_EVENTS),
+}
 
 
 def integrity_keys(*ids: str) -> IntegrityKeys:
@@ -128,7 +133,7 @@ async def verified(
 ) -> StreamReport:
     """What `audit verify` reports on `stream` (its own walk: checkpoints, marks, pages)."""
     client: Any = redis
-    return await verify_stream(client, stream, FIELDS[stream], keys, **options)
+    return await verify_stream(client, SOURCES[stream], keys, **options)
 
 
 def kinds(report: StreamReport) -> dict[str, int]:
