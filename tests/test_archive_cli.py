@@ -16,7 +16,7 @@ from sidecar.storage.embedded import EmbeddedRedis, free_port
 from tests.archivesupport import AUDIT, EVENTS, archive, archive_config, wait_for_row_statistics
 from tests.helpers import write_config
 from tests.keysupport import sidecar_cli
-from tests.test_cli_audit import seed, seeded
+from tests.readsupport import seed, seeded
 
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 RECORD_TABLES = ["audit_records", "auth_events", "admin_events"]

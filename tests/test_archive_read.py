@@ -24,7 +24,7 @@ from sidecar.storage.embedded import EmbeddedRedis
 from tests.archivesupport import AUDIT, EVENTS, archive, archive_config, trim_before
 from tests.audit_exchanges import an_event
 from tests.keysupport import sidecar_cli
-from tests.test_cli_audit import (
+from tests.readsupport import (
     a_record,
     following,
     json_lines,

@@ -23,9 +23,8 @@ from sidecar.audit.record import dumps_record
 from sidecar.cli.verify import verify_stream
 from sidecar.storage.embedded import EmbeddedRedis
 from tests.archivesupport import AUDIT, EVENTS, archive, archive_config, execute, trim_before
-from tests.chainsupport import ChainWriter, a_document, integrity_keys, kinds
+from tests.chainsupport import ChainWriter, Keyed, a_document, integrity_keys, kinds
 from tests.keysupport import sidecar_cli
-from tests.test_cli_verify import Keyed
 
 EXIT_OK, EXIT_FINDINGS = 0, 1
 

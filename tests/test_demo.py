@@ -21,7 +21,7 @@ import yaml
 from sidecar.storage.embedded import EmbeddedRedis
 from tests.helpers import sidecar_env, wait_until, write_config
 from tests.keysupport import sidecar_cli
-from tests.test_cli_audit import json_lines
+from tests.readsupport import json_lines
 
 START_DEADLINE_S = 60.0  # initdb, migrate and a sidecar on two shared CPUs
 ARCHIVED_DEADLINE_S = 20.0
