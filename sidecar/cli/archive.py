@@ -46,9 +46,12 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 @asynccontextmanager
-async def open_archive(settings: Settings) -> AsyncIterator[Connection]:
+async def open_archive(settings: Settings, *, reading: bool = False) -> AsyncIterator[Connection]:
     """A connection to `archive.url`, closed on the way out; `UsageError` when it is unset and
-    `SidecarError` naming the URL (password masked) when PostgreSQL does not answer."""
+    `SidecarError` naming the URL (password masked) when PostgreSQL does not answer.
+
+    `reading`: no statement timeout. `archive.timeout_s` bounds the archiver's inserts; a
+    query over 90 days may rightly take longer, and the operator can end it with Ctrl-C."""
     url = settings.archive.url
     if url is None:
         raise UsageError("archive.url is not set (or SIDECAR_ARCHIVE__URL): no archive to use")
@@ -57,6 +60,9 @@ async def open_archive(settings: Settings) -> AsyncIterator[Connection]:
     except ArchiveUnavailable as exc:
         raise archive_unreachable(settings, exc.reason) from None
     try:
+        if reading:
+            with database_errors():
+                await conn.execute("SET statement_timeout = 0")
         yield conn
     except ArchiveUnavailable as exc:
         raise archive_unreachable(settings, exc.reason) from None

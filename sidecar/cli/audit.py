@@ -99,7 +99,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         conn = None
         if settings.archive.url is not None:
-            conn = await stack.enter_async_context(open_archive(settings))
+            conn = await stack.enter_async_context(open_archive(settings, reading=True))
         if args.action == "query":
             rows, keep = _query_filter(args)
             entries = _query(conn, redis, source, rows)

@@ -88,7 +88,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     async with AsyncExitStack() as stack:
         conn = None
         if settings.archive.url is not None:
-            conn = await stack.enter_async_context(open_archive(settings))
+            conn = await stack.enter_async_context(open_archive(settings, reading=True))
         try:
             reports = [
                 await verify_stream(redis, source, keys, since=since, content=content, conn=conn)
