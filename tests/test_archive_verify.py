@@ -160,3 +160,26 @@ async def test_the_command_line_verifies_the_archive_and_exits_1_on_an_edit(
     assert edited.returncode == EXIT_FINDINGS, edited.stderr
     assert edited.stdout.splitlines()[-1].endswith("1 findings: FAILED")
     assert "altered" in edited.stdout
+
+
+async def test_since_verifies_only_what_is_newer_in_the_archive_too(
+    redis_client: aioredis.Redis, archive_url: str, conn: Connection
+) -> None:
+    keys = integrity_keys()
+    writer = ChainWriter(AUDIT.stream, keys)
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    for n, days in enumerate((3, 3, 3, 0, 0, 0)):  # records' ts and stream ids as they are made
+        stream_ms = now_ms - days * 86_400_000 + n
+        await redis_client.xadd(AUDIT.stream, {"record": aged(writer, days)}, id=f"{stream_ms}-0")
+    await writer.set_mark(redis_client)
+    ids = await archive(redis_client, archive_url, AUDIT, through=f"{now_ms + 3}-0")
+    await trim_before(redis_client, AUDIT.stream, ids[3])  # the window: the last three
+    assert execute(archive_url, "DELETE FROM audit_records WHERE seq = 2") == 1  # out of view
+
+    client: Any = redis_client
+    recent = await verify_stream(client, AUDIT, keys, conn=conn, since=timedelta(days=1))
+    assert recent.findings == 0
+    (chain,) = recent.writers
+    assert (chain.records, chain.first_seq) == (3, 4)
+    everything = await verified(redis_client, conn, keys)
+    assert kinds(everything) == {"gap": 1}
