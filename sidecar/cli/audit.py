@@ -46,9 +46,6 @@ _STATUS = re.compile(r"([1-5])(xx|\d\d)")
 MAX_SINCE = timedelta(days=3650)
 MAX_COUNT = 100_000
 _COUNT_HELP = f"how many of the most recent (1 to {MAX_COUNT}; default 20)"
-# `--since` is about the request's own time (`ts`); a record reaches the stream later than its
-# ts (a spool replay) or, with a host clock ahead of Redis's, with an id before it. Reading
-# from CLOCK_SKEW before `since` by stream id finds the latter; `ts` decides.
 
 Keep = Callable[[bytes, dict[str, Any]], bool]
 
@@ -197,6 +194,9 @@ def _query(
     """The entries that may pass `rows`: the Redis ones from CLOCK_SKEW before `since` by
     stream id on, merged with the archive's that pass it when there is one."""
     assert rows.since is not None
+    # `--since` is about the request's own time (`ts`); a record reaches the stream later than
+    # its ts (a spool replay) or, with a host clock ahead of Redis's, with an id before it.
+    # Reading from CLOCK_SKEW before `since` by stream id finds the latter; `ts` decides.
     start = f"{max(0, int((rows.since - CLOCK_SKEW).timestamp() * 1000))}-0"
     if conn is None:
         return reader.window_range(redis, source.stream, start)
