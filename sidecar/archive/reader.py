@@ -109,12 +109,25 @@ async def archive_tail(
         id_bound = sql.SQL("(stream_ms, stream_seq) < (%(ms)s, %(seq)s)")
         ts_bound = sql.SQL("ts < to_timestamp(%(ms)s / 1000.0) + %(skew)s")
         params |= {"ms": before[0], "seq": before[1]}
+    table = sql.Identifier(source.table.name)
+    # Two statements, not one with a subquery: the second then sees its lower bound as a
+    # constant, so PostgreSQL plans it on the index and the last partitions only.
+    cursor = await conn.execute(
+        sql.SQL(
+            "SELECT min(ts) FROM (SELECT ts FROM {table} WHERE {ts_bound} "
+            "ORDER BY ts DESC LIMIT %(count)s) newest"
+        ).format(table=table, ts_bound=ts_bound),
+        params,
+    )
+    oldest = await cursor.fetchone()
+    if oldest is None or oldest[0] is None:
+        return []
+    params["low"] = oldest[0] - CLOCK_SKEW
     query = sql.SQL(
         "SELECT stream_ms, stream_seq, document FROM {table} "
-        "WHERE {id_bound} AND ts >= (SELECT min(ts) - %(skew)s FROM ("
-        "  SELECT ts FROM {table} WHERE {ts_bound} ORDER BY ts DESC LIMIT %(count)s) newest) "
+        "WHERE ts >= %(low)s AND {ts_bound} AND {id_bound} "
         "ORDER BY stream_ms DESC, stream_seq DESC LIMIT %(count)s"
-    ).format(table=sql.Identifier(source.table.name), id_bound=id_bound, ts_bound=ts_bound)
+    ).format(table=table, id_bound=id_bound, ts_bound=ts_bound)
     cursor = await conn.execute(query, params)
     field = source.field.encode()
     found = [
