@@ -20,7 +20,7 @@ from sidecar.archive.database import connect
 from sidecar.archive.reader import Entry, merge_by_id
 from sidecar.audit.crypto import BodyCipher, generate_key_line
 from sidecar.audit.record import dumps_record
-from sidecar.storage.embedded import EmbeddedRedis
+from sidecar.storage.embedded import EmbeddedRedis, free_port
 from tests.archivesupport import AUDIT, EVENTS, archive, archive_config, trim_before
 from tests.audit_exchanges import an_event
 from tests.keysupport import sidecar_cli
@@ -146,6 +146,23 @@ async def test_the_path_is_matched_after_decryption_in_either_source(
     )
     assert ids_of(with_path) == [entries[0].request_id, entries[2].request_id]
     assert json_lines(with_path)[0]["path"] == "/v1/orders/1"  # decrypted from the archive
+
+
+async def test_with_the_archive_down_the_readers_warn_and_read_the_redis_window(
+    tmp_path: Path, redis_server: EmbeddedRedis, redis_client: aioredis.Redis
+) -> None:
+    url = f"postgresql://sidecar:pg-s3cret@127.0.0.1:{free_port()}/sidecar"  # nothing listens
+    config = archive_config(tmp_path / "down.yaml", redis_server.url, url)
+    entries = [seeded(path=f"/v1/orders/{n}") for n in range(2)]
+    await seed(redis_client, [(5000 - 1000 * n, entry) for n, entry in enumerate(entries)])
+    result = await sidecar_cli("audit", "query", "--json", "--config", config)
+    assert ids_of(result) == [entry.request_id for entry in entries]
+    (warning,) = result.stderr.splitlines()
+    assert warning.startswith(
+        "sidecar: warning: cannot reach the archive at postgresql://sidecar:***@"
+    )
+    assert warning.endswith(": reading Redis only")
+    assert "pg-s3cret" not in result.stderr
 
 
 async def test_the_tail_comes_from_the_archive_alone_when_redis_holds_nothing(

@@ -70,11 +70,15 @@ async def open_archive(settings: Settings, *, reading: bool = False) -> AsyncIte
         await conn.close()
 
 
-def archive_unreachable(settings: Settings, reason: str) -> SidecarError:
+class ArchiveUnreachable(SidecarError):
+    """A command could not use the archive (exit 1)."""
+
+
+def archive_unreachable(settings: Settings, reason: str) -> ArchiveUnreachable:
     """The error a command reports when the archive fails it: the URL without its password,
     and the class of the failure (never a value: one could be request content)."""
     url = mask_url_credentials(settings.archive.url or "")
-    return SidecarError(f"cannot reach the archive at {url} ({reason})")
+    return ArchiveUnreachable(f"cannot reach the archive at {url} ({reason})")
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:

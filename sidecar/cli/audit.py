@@ -29,7 +29,7 @@ from sidecar.audit.entries import Decrypt, MalformedEntry, decode_entry
 from sidecar.audit.events import EVENT_FIELD
 from sidecar.audit.trail import RECORD_FIELD
 from sidecar.cli import verify as cli_verify
-from sidecar.cli.archive import archive_unreachable, open_archive
+from sidecar.cli.archive import ArchiveUnreachable, archive_unreachable, open_archive
 from sidecar.cli.terminal import json_line, printable
 from sidecar.config import Settings
 from sidecar.durations import describe, parse_duration
@@ -94,9 +94,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     redis = create_redis(settings.redis)
     stack = AsyncExitStack()
     try:
-        conn = None
-        if settings.archive.url is not None:
-            conn = await stack.enter_async_context(open_archive(settings, reading=True))
+        conn = await _archive(stack, settings)
         if args.action == "query":
             rows, keep = _query_filter(args)
             entries = _query(conn, redis, source, rows)
@@ -138,6 +136,19 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             _restore_signals()
         await stack.aclose()
         await redis.aclose()
+
+
+async def _archive(stack: AsyncExitStack, settings: Settings) -> Connection | None:
+    """A connection to the archive, if one is configured and answers. One that does not is
+    a warning, not a failure: while PostgreSQL is down the newest records wait in Redis, and
+    an operator looking into the outage still reads them."""
+    if settings.archive.url is None:
+        return None
+    try:
+        return await stack.enter_async_context(open_archive(settings, reading=True))
+    except ArchiveUnreachable as exc:
+        print(f"sidecar: warning: {exc}: reading Redis only", file=sys.stderr)
+        return None
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
