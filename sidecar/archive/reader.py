@@ -39,7 +39,8 @@ CLOCK_SKEW = timedelta(minutes=10)
 
 @dataclass(frozen=True, slots=True)
 class RowFilter:
-    """What the archive decides in SQL (each on an indexed column); None is no filter."""
+    """What the archive decides in SQL, on the columns it keeps beside the document (the ts
+    and stream-id bounds on the partition key and the primary key); None is no filter."""
 
     since: datetime | None = None  # the record's own ts, at or after
     key_name: str | None = None

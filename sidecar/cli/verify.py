@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from datetime import UTC, timedelta
 from typing import Any
@@ -23,7 +23,7 @@ import psycopg
 from sidecar.archive import reader
 from sidecar.archive.checkpoints import ChainCheckpoint, checkpoint_signed
 from sidecar.archive.database import Connection
-from sidecar.archive.reader import RowFilter
+from sidecar.archive.reader import Entry, RowFilter
 from sidecar.archive.tables import ArchivedStream, archived_streams
 from sidecar.audit.checkpoints import Checkpoint, checkpoints_key, decode_checkpoint
 from sidecar.audit.content import EVENT_FIELDS, content_findings
@@ -136,7 +136,7 @@ async def verify_stream(
         # Retention trimmed under the walk: its checkpoints, read before, may not cover what
         # went ahead of it. With an archive, the archiver may have archived and trimmed entries
         # after the walk's snapshot of the table and before its read of them in Redis.
-        trimmed = conn is not None and report.findings and await _first_id(redis, stream) != first
+        trimmed = bool(conn and report.findings) and await _first_id(redis, stream) != first
         if attempt + 1 == _ATTEMPTS or (await _cuts(redis, conn, stream) == cuts and not trimmed):
             break
     return report
@@ -144,7 +144,8 @@ async def verify_stream(
 
 def _walk(
     redis: RedisClient, conn: Connection | None, source: ArchivedStream, start_ms: int
-) -> Any:
+) -> AsyncIterator[Entry]:
+    """The stream's entries from `start_ms` on: Redis's, merged with the archive's if any."""
     if conn is None:
         return reader.window_range(redis, source.stream, f"{start_ms}-0")
     rows = RowFilter(from_id=(start_ms, 0)) if start_ms else RowFilter()
