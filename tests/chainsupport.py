@@ -7,20 +7,30 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from sidecar.archive.tables import AUDIT_RECORDS, AUTH_EVENTS, ArchivedStream
+from sidecar.audit.crypto import BodyCipher, generate_key_line
 from sidecar.audit.findings import StreamReport
 from sidecar.audit.integrity import IntegrityKeys, seal
+from sidecar.audit.keyfiles import load_audit_keys
 from sidecar.audit.record import capture, dumps_record
 from sidecar.audit.retention import DAY_MS, redis_now_ms
 from sidecar.cli.verify import verify_stream
+from sidecar.config import Settings
 from tests.audit_exchanges import a_record, an_event
+from tests.helpers import write_config
 
 AUDIT_STREAM = "sidecar:audit"
 EVENTS_STREAM = "sidecar:auth-events"
 FIELDS = {AUDIT_STREAM: "record", EVENTS_STREAM: "event"}
+SOURCES = {
+    AUDIT_STREAM: ArchivedStream(AUDIT_STREAM, "record", AUDIT_RECORDS),
+    EVENTS_STREAM: ArchivedStream(EVENTS_STREAM, "event", AUTH_EVENTS),
+}
 
 
 def integrity_keys(*ids: str) -> IntegrityKeys:
@@ -128,7 +138,7 @@ async def verified(
 ) -> StreamReport:
     """What `audit verify` reports on `stream` (its own walk: checkpoints, marks, pages)."""
     client: Any = redis
-    return await verify_stream(client, stream, FIELDS[stream], keys, **options)
+    return await verify_stream(client, SOURCES[stream], keys, **options)
 
 
 def kinds(report: StreamReport) -> dict[str, int]:
@@ -138,3 +148,38 @@ def kinds(report: StreamReport) -> dict[str, int]:
         for kind, count in writer.counts.items():
             counts[kind] = counts.get(kind, 0) + count
     return counts
+
+
+class Keyed:
+    """A configuration with an encryption key file (integrity keys derived from it), and
+    writers that encrypt and seal as the sidecar does."""
+
+    def __init__(self, tmp_path: Path, redis_url: str) -> None:
+        key_file = tmp_path / "audit.keys"
+        key_file.write_text(generate_key_line("k2026") + "\n", encoding="utf-8")
+        key_file.chmod(0o600)
+        audit = {"encryption_key_file": str(key_file)}
+        self.config = str(
+            write_config(tmp_path / "keyed.yaml", {"redis": {"url": redis_url}, "audit": audit})
+        )
+        settings = Settings(redis={"url": redis_url}, audit=audit)
+        keys = load_audit_keys(settings).integrity
+        assert keys is not None
+        self.keys: IntegrityKeys = keys
+        self.cipher = BodyCipher.from_file(key_file)
+
+    async def append(self, redis: aioredis.Redis, writer: ChainWriter, count: int) -> list[str]:
+        """`count` documents, content encrypted, sealed and added: their entry ids."""
+        ids = []
+        for _ in range(count):
+            plain = json.loads(a_document(writer.stream, writer.seq + 1))
+            sealed = (
+                self.cipher.encrypt_record(plain)
+                if writer.stream == AUDIT_STREAM
+                else self.cipher.encrypt_event(plain)
+            )
+            document = writer.seal(dumps_record(sealed))
+            entry_id: Any = await redis.xadd(writer.stream, {writer.field: document})
+            ids.append(entry_id.decode())
+        await writer.set_mark(redis)
+        return ids

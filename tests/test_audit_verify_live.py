@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from sidecar.archive.tables import AUDIT_RECORDS, AUTH_EVENTS, ArchivedStream
 from sidecar.audit.crypto import generate_key_line
 from sidecar.audit.findings import StreamReport
 from sidecar.audit.keyfiles import load_audit_keys
@@ -23,6 +24,7 @@ from tests.auditsupport import AUDIT_STREAM, records_for, send
 from tests.conftest import Proxy, ProxyFactory
 
 EVENTS_STREAM = "sidecar:auth-events"
+TABLES = {"record": AUDIT_RECORDS, "event": AUTH_EVENTS}
 
 
 @pytest.fixture
@@ -43,7 +45,7 @@ async def verify(
 ) -> StreamReport:
     keys = load_audit_keys(settings).integrity
     assert keys is not None, "an encryption key file implies a derived integrity key"
-    return await verify_stream(redis, stream, field, keys)
+    return await verify_stream(redis, ArchivedStream(stream, field, TABLES[field]), keys)
 
 
 def kinds(report: StreamReport) -> Counter[str]:

@@ -6,13 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 import time
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,77 +14,27 @@ import pytest
 import redis.asyncio as aioredis
 
 from sidecar.audit.crypto import BodyCipher, generate_key_line
-from sidecar.audit.events import timestamp
-from sidecar.audit.record import capture, dumps_record
+from sidecar.audit.record import dumps_record
 from sidecar.storage.embedded import EmbeddedRedis, free_port
-from tests.audit_exchanges import a_record as recorded
 from tests.audit_exchanges import an_event
-from tests.helpers import sidecar_env, write_config
-from tests.keysupport import Completed, sidecar_cli
+from tests.helpers import write_config
+from tests.keysupport import sidecar_cli
+from tests.readsupport import (
+    a_record,
+    following,
+    json_lines,
+    next_line,
+    seed,
+    seeded,
+    stop_following,
+    ts_of,
+)
 
 AUDIT_STREAM = "sidecar:audit"
 EVENTS_STREAM = "sidecar:auth-events"
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 MINUTE_MS = 60_000
 QUIET_S = 2.0
-
-
-@dataclass(frozen=True)
-class Seeded:
-    request_id: str
-    status: int
-    path: str
-    key_name: str | None
-
-
-def a_record(entry: Seeded, ts: str | None = None) -> dict[str, object]:
-    return recorded(
-        ts=timestamp() if ts is None else ts,
-        request_id=entry.request_id,
-        method="POST",
-        path=entry.path,
-        query="a=1",
-        client_ip="203.0.113.9",
-        key_name=entry.key_name,
-        key_id=None if entry.key_name is None else f"id-{entry.key_name}",
-        scopes=[] if entry.key_name is None else ["orders:write"],
-        request_headers={"content-type": "application/json"},
-        raw_body=capture(b'{"qty":1}', 65536),
-        mapped_body=None,
-        response_status=entry.status,
-        response_headers={},
-        response_body=capture(b"{}", 65536),
-        duration_ms=3.25,
-        upstream_ms=2.5,
-        card_numbers="redact",
-        credentials="redact",
-    )
-
-
-async def seed(redis: aioredis.Redis, entries: list[tuple[int, Seeded]]) -> list[dict[str, Any]]:
-    """Add records made and stored `age_ms` in the past (their ts and their stream ids), oldest
-    first; their documents."""
-    now_ms = int(time.time() * 1000)
-    documents: list[dict[str, Any]] = []
-    for age_ms, entry in sorted(entries, key=lambda item: -item[0]):
-        document = a_record(entry, ts_of(now_ms - age_ms))
-        stream_id = f"{now_ms - age_ms}-{len(documents)}"
-        await redis.xadd(AUDIT_STREAM, {"record": dumps_record(document)}, id=stream_id)
-        documents.append(json.loads(dumps_record(document)))
-    return documents
-
-
-def ts_of(milliseconds: int) -> str:
-    return timestamp(datetime.fromtimestamp(milliseconds / 1000, UTC))
-
-
-def seeded(status: int = 200, path: str = "/v1/orders/1", key_name: str | None = "alpha") -> Seeded:
-    return Seeded(f"cli-{uuid.uuid4().hex}", status, path, key_name)
-
-
-def json_lines(result: Completed) -> list[dict[str, Any]]:
-    assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in result.stdout.splitlines()]
 
 
 @pytest.fixture
@@ -142,44 +86,6 @@ async def test_audit_tail_on_an_empty_stream(config: str, redis_client: aioredis
     assert table.returncode == 0, table.stderr
     assert "no entries" in table.stdout
     assert json_lines(as_json) == []  # --json prints nothing that is not a record
-
-
-@asynccontextmanager
-async def following(*arguments: str) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`python -m sidecar ARGUMENTS --follow --json`, running for the length of the block.
-
-    Its stdout is a pipe, and Python's own buffering is left on (no PYTHONUNBUFFERED), as when
-    an operator pipes the output into `jq`: each record must still arrive as it comes."""
-    env = sidecar_env()
-    env.pop("PYTHONUNBUFFERED", None)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sidecar", *arguments, "--follow", "--json",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )  # fmt: skip
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-
-
-async def next_line(process: asyncio.subprocess.Process, within: float) -> dict[str, Any]:
-    assert process.stdout is not None
-    assert process.stderr is not None
-    line = await asyncio.wait_for(process.stdout.readline(), within)
-    assert line, (await process.stderr.read()).decode()  # EOF: it exited; say why
-    document: dict[str, Any] = json.loads(line)
-    return document
-
-
-async def stop_following(process: asyncio.subprocess.Process, signum: int) -> None:
-    """Ctrl-C (SIGINT) or SIGTERM ends --follow, successfully and promptly."""
-    process.send_signal(signum)
-    assert await asyncio.wait_for(process.wait(), 5) == 0
 
 
 async def test_audit_tail_follow_waits_for_new_records(

@@ -11,53 +11,13 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from sidecar.audit.crypto import BodyCipher, generate_key_line
-from sidecar.audit.integrity import IntegrityKeys
-from sidecar.audit.keyfiles import load_audit_keys
-from sidecar.audit.record import dumps_record
 from sidecar.cli.verify import NO_KEY_WARNING
-from sidecar.config import Settings
 from sidecar.storage.embedded import EmbeddedRedis, free_port
-from tests.chainsupport import AUDIT_STREAM, EVENTS_STREAM, ChainWriter, a_document, add_raw
+from tests.chainsupport import AUDIT_STREAM, EVENTS_STREAM, ChainWriter, Keyed, add_raw
 from tests.helpers import write_config
 from tests.keysupport import Completed, sidecar_cli
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
-
-
-class Keyed:
-    """A configuration with an encryption key file (integrity keys derived from it), and
-    writers that encrypt and seal as the sidecar does."""
-
-    def __init__(self, tmp_path: Path, redis_url: str) -> None:
-        key_file = tmp_path / "audit.keys"
-        key_file.write_text(generate_key_line("k2026") + "\n", encoding="utf-8")
-        key_file.chmod(0o600)
-        audit = {"encryption_key_file": str(key_file)}
-        self.config = str(
-            write_config(tmp_path / "keyed.yaml", {"redis": {"url": redis_url}, "audit": audit})
-        )
-        settings = Settings(redis={"url": redis_url}, audit=audit)
-        keys = load_audit_keys(settings).integrity
-        assert keys is not None
-        self.keys: IntegrityKeys = keys
-        self.cipher = BodyCipher.from_file(key_file)
-
-    async def append(self, redis: aioredis.Redis, writer: ChainWriter, count: int) -> list[str]:
-        """`count` documents, content encrypted, sealed and added: their entry ids."""
-        ids = []
-        for _ in range(count):
-            plain = json.loads(a_document(writer.stream, writer.seq + 1))
-            sealed = (
-                self.cipher.encrypt_record(plain)
-                if writer.stream == AUDIT_STREAM
-                else self.cipher.encrypt_event(plain)
-            )
-            document = writer.seal(dumps_record(sealed))
-            entry_id: Any = await redis.xadd(writer.stream, {writer.field: document})
-            ids.append(entry_id.decode())
-        await writer.set_mark(redis)
-        return ids
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import psycopg
@@ -74,3 +75,23 @@ def test_the_binaries_are_found() -> None:
     folder = find_postgres_bin()
     assert os.access(folder / "initdb", os.X_OK)
     assert os.access(folder / "postgres", os.X_OK)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the server to another account")
+@pytest.mark.skipif(
+    importlib.util.find_spec("pgserver") is None, reason="the embedded-postgres extra is absent"
+)
+def test_binaries_the_servers_account_cannot_reach_are_copied_where_it_can(
+    tmp_path: Path,
+) -> None:
+    # As a virtualenv under root's home (0700): the unprivileged account cannot enter it.
+    hidden = tmp_path / "private"
+    hidden.mkdir(mode=0o700)
+    bundled = find_postgres_bin(bundled=True)  # <site-packages>/pgserver/pginstall/bin
+    site = bundled.parent.parent.parent
+    shutil.copytree(bundled.parent, hidden / "pgserver" / "pginstall", symlinks=True)
+    shutil.copytree(site / "pgserver.libs", hidden / "pgserver.libs", symlinks=True)
+    with EmbeddedPostgres(bin_dir=hidden / "pgserver" / "pginstall" / "bin") as server:
+        assert not server.bin_dir.is_relative_to(hidden)
+        with psycopg.connect(server.url()) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)

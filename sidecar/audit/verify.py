@@ -33,6 +33,11 @@ from sidecar.audit.findings import Finding, StreamReport, WriterReport
 from sidecar.audit.integrity import ChainLink, IntegrityError, IntegrityKeys, check
 
 ContentCheck = Callable[[dict[str, Any]], list[str]]
+# A writer's checkpoint as the verifier is given it: the Redis hash's value (checked here, when
+# the writer's records need it), or one kept elsewhere (the archive's `chain_checkpoints`)
+# that the caller checked already: the checkpoint, or why it failed (reported here, when
+# needed, as a failed hash value would be).
+StoredCheckpoint = bytes | Checkpoint | IntegrityError
 
 WINDOW = 256
 _MAC_MEMBER = b',"mac":"'
@@ -51,7 +56,7 @@ class _Chain:
 class StreamVerifier:
     """Feed `feed(entry_id, document)` in stream order, then `finish()` for the report.
 
-    `checkpoints` are the raw values of the stream's checkpoint hash by writer id, `marks`
+    `checkpoints` are the writers' checkpoints (`StoredCheckpoint`) by writer id, `marks`
     each writer's high-water mark (the highest seq it appended), read before the entries.
     With `since`, what precedes the start is out of view: a writer's first record is its
     starting point, and writers not seen are not judged."""
@@ -61,7 +66,7 @@ class StreamVerifier:
         stream: str,
         keys: IntegrityKeys | None,
         *,
-        checkpoints: Mapping[str, bytes] | None = None,
+        checkpoints: Mapping[str, StoredCheckpoint] | None = None,
         marks: Mapping[str, int] | None = None,
         since: bool = False,
         content: ContentCheck | None = None,
@@ -253,9 +258,11 @@ class StreamVerifier:
         """`writer`'s checkpoint, checked when first needed: the checkpoint of a writer whose
         records are all gone is never read, so a key that signed only those may be dropped."""
         value = self._checkpoints.get(writer)
-        if value is None:
-            return None
+        if value is None or isinstance(value, Checkpoint):
+            return value
         try:
+            if isinstance(value, IntegrityError):
+                raise value
             return decode_checkpoint(self.stream, writer, value, self._keys)
         except IntegrityError as exc:
             self._unattributed.add(Finding("checkpoint", writer, str(exc)))

@@ -1,5 +1,10 @@
 """`sidecar audit tail|query` and `sidecar events tail`: read the streams, decrypted; an entry
-that cannot be read is skipped with a warning naming it, and the rest are still shown."""
+that cannot be read is skipped with a warning naming it, and the rest are still shown.
+
+With `archive.url` set, the entries come from the archive and the Redis window together
+(`sidecar.archive.reader`): the filters the archive has columns for run in SQL, and every entry,
+from either source, then passes the same test here (the path only here: it may be encrypted).
+`--follow` goes on from Redis, where new entries arrive."""
 
 from __future__ import annotations
 
@@ -9,14 +14,22 @@ import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
+
+from sidecar.archive import reader
+from sidecar.archive.database import Connection
+from sidecar.archive.reader import CLOCK_SKEW, Entry, RowFilter
+from sidecar.archive.tables import ArchivedStream, archived_streams
 from sidecar.audit.crypto import BodyCipher
 from sidecar.audit.entries import Decrypt, MalformedEntry, decode_entry
 from sidecar.audit.events import EVENT_FIELD
 from sidecar.audit.trail import RECORD_FIELD
 from sidecar.cli import verify as cli_verify
+from sidecar.cli.archive import ArchiveUnreachable, archive_unreachable, open_archive
 from sidecar.cli.terminal import json_line, printable
 from sidecar.config import Settings
 from sidecar.durations import describe, parse_duration
@@ -33,12 +46,7 @@ _STATUS = re.compile(r"([1-5])(xx|\d\d)")
 MAX_SINCE = timedelta(days=3650)
 MAX_COUNT = 100_000
 _COUNT_HELP = f"how many of the most recent (1 to {MAX_COUNT}; default 20)"
-# `--since` is about the request's own time (`ts`); a record reaches the stream later than its
-# ts (a spool replay) or, with a host clock ahead of Redis's, with an id before it. Reading
-# from this much before `since` by stream id finds the latter; `ts` decides.
-CLOCK_SKEW = timedelta(minutes=10)
 
-Entry = tuple[bytes, dict[bytes, bytes]]  # (stream id, fields) as redis-py returns them
 Keep = Callable[[bytes, dict[str, Any]], bool]
 
 
@@ -82,11 +90,14 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     follow = args.action == "tail" and args.follow
     stop = asyncio.Event()
     keep: Keep = lambda _entry_id, _document: True  # noqa: E731
+    source = next(s for s in archived_streams(settings) if s.stream == stream)
     redis = create_redis(settings.redis)
+    stack = AsyncExitStack()
     try:
+        conn = await _archive(stack, settings)
         if args.action == "query":
-            since, keep = _query_filter(args)
-            entries = _query(redis, stream, since - CLOCK_SKEW)
+            rows, keep = _query_filter(args)
+            entries = _query(conn, redis, source, rows)
         else:
             if not 1 <= args.count <= MAX_COUNT:
                 raise UsageError(f"-n: must be from 1 to {MAX_COUNT}")
@@ -95,7 +106,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             block_ms = max(1, int(settings.redis.timeout_s * 1000) // 2)
             if follow:
                 _stop_on_signals(stop)
-            entries = _tail(redis, stream, args.count, follow=follow, block_ms=block_ms, stop=stop)
+            newest = await _newest(conn, redis, source, args.count)
+            entries = _tail(redis, stream, newest, follow=follow, block_ms=block_ms, stop=stop)
         count = 0
         async for entry_id, fields in entries:
             try:
@@ -115,12 +127,28 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         if count == 0 and not args.json:
             print(f"(no entries in {stream})")
         return 0
+    except psycopg.Error as exc:  # the archive failed mid-read (psycopg wraps socket errors)
+        raise archive_unreachable(settings, type(exc).__name__) from None
     except REDIS_FAILURES as exc:
         raise unreachable(settings.redis.url, exc) from None
     finally:
         if follow:
             _restore_signals()
+        await stack.aclose()
         await redis.aclose()
+
+
+async def _archive(stack: AsyncExitStack, settings: Settings) -> Connection | None:
+    """A connection to the archive, if one is configured and answers. One that does not is
+    a warning, not a failure: while PostgreSQL is down the newest records wait in Redis, and
+    an operator looking into the outage still reads them."""
+    if settings.archive.url is None:
+        return None
+    try:
+        return await stack.enter_async_context(open_archive(settings, reading=True))
+    except ArchiveUnreachable as exc:
+        print(f"sidecar: warning: {exc}: reading Redis only", file=sys.stderr)
+        return None
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -138,21 +166,30 @@ def _restore_signals() -> None:
         loop.remove_signal_handler(signum)
 
 
+async def _newest(
+    conn: Connection | None, redis: RedisClient, source: ArchivedStream, count: int
+) -> list[Entry]:
+    """The last `count` entries, oldest first: of the archive and the window, else of Redis."""
+    if conn is not None:
+        return await reader.tail(conn, redis, source, count)
+    entries: Any = await redis.xrevrange(source.stream, count=count)
+    return list(reversed(entries))
+
+
 async def _tail(
     redis: RedisClient,
     stream: str,
-    count: int,
+    newest: list[Entry],
     *,
     follow: bool,
     block_ms: int,
     stop: asyncio.Event,
 ) -> AsyncIterator[Entry]:
-    entries: Any = await redis.xrevrange(stream, count=count)
     # Not "$" for an empty stream: "$" means "after whatever is last when this XREAD runs",
     # so an entry added between two XREADs would never be shown. The stream was empty just
     # now, so everything in it from here on is new.
-    last_id = entries[0][0] if entries else b"0-0"
-    for entry in reversed(entries):
+    last_id = newest[-1][0] if newest else b"0-0"
+    for entry in newest:
         yield entry
     while follow and not stop.is_set():
         response: Any = await redis.xread({stream: last_id}, block=block_ms, count=_PAGE)
@@ -162,22 +199,26 @@ async def _tail(
                 yield entry
 
 
-async def _query(redis: RedisClient, stream: str, start: datetime) -> AsyncIterator[Entry]:
-    """Every entry from stream id time `start` on, in pages."""
-    first = f"{max(0, int(start.timestamp() * 1000))}-0"
-    while True:
-        entries: Any = await redis.xrange(stream, min=first, count=_PAGE)
-        for entry in entries:
-            yield entry
-        if len(entries) < _PAGE:
-            return
-        first = "(" + entries[-1][0].decode()
+def _query(
+    conn: Connection | None, redis: RedisClient, source: ArchivedStream, rows: RowFilter
+) -> AsyncIterator[Entry]:
+    """The entries that may pass `rows`: the Redis ones from CLOCK_SKEW before `since` by
+    stream id on, merged with the archive's that pass it when there is one."""
+    assert rows.since is not None
+    # `--since` is about the request's own time (`ts`); a record reaches the stream later than
+    # its ts (a spool replay) or, with a host clock ahead of Redis's, with an id before it.
+    # Reading from CLOCK_SKEW before `since` by stream id finds the latter; `ts` decides.
+    start = f"{max(0, int((rows.since - CLOCK_SKEW).timestamp() * 1000))}-0"
+    if conn is None:
+        return reader.window_range(redis, source.stream, start)
+    return reader.read(conn, redis, source, rows, window_start=start)
 
 
-def _query_filter(args: argparse.Namespace) -> tuple[datetime, Keep]:
-    """(the moment `--since` names, a test of one record against every filter). UsageError
+def _query_filter(args: argparse.Namespace) -> tuple[RowFilter, Keep]:
+    """(what the archive can filter on, a test of one record against every filter). UsageError
     for a bad value, before anything is read."""
-    matches = _filter(args)
+    status = _status_range(args.status)
+    matches = _filter(args, status)
     try:
         since = datetime.now(UTC) - parse_duration(args.since, at_most=MAX_SINCE)
     except ValueError as exc:
@@ -186,7 +227,7 @@ def _query_filter(args: argparse.Namespace) -> tuple[datetime, Keep]:
     def keep(entry_id: bytes, document: dict[str, Any]) -> bool:
         return _moment(entry_id, document) >= since and matches(document)
 
-    return since, keep
+    return RowFilter(since=since, key_name=args.key_name, status=status), keep
 
 
 def _moment(entry_id: bytes, document: dict[str, Any]) -> datetime:
@@ -203,25 +244,30 @@ def _moment(entry_id: bytes, document: dict[str, Any]) -> datetime:
     return datetime.fromtimestamp(int(milliseconds) / 1000, UTC)
 
 
-def _filter(args: argparse.Namespace) -> Callable[[dict[str, Any]], bool]:
-    status_match: Callable[[int], bool] = lambda _status: True  # noqa: E731
-    if args.status is not None:
-        shape = _STATUS.fullmatch(args.status.lower())
-        if shape is None:
-            raise UsageError("--status: use a code (404) or a class (4xx)")
-        if shape.group(2) == "xx":
-            status_class = int(shape.group(1))
-            status_match = lambda status: status // 100 == status_class  # noqa: E731
-        else:
-            code = int(args.status)
-            status_match = lambda status: status == code  # noqa: E731
+def _status_range(text: str | None) -> tuple[int, int] | None:
+    """`--status` as an inclusive range of codes: 404 → (404, 404), 4xx → (400, 499)."""
+    if text is None:
+        return None
+    shape = _STATUS.fullmatch(text.lower())
+    if shape is None:
+        raise UsageError("--status: use a code (404) or a class (4xx)")
+    if shape.group(2) == "xx":
+        low = int(shape.group(1)) * 100
+        return low, low + 99
+    return int(text), int(text)
+
+
+def _filter(
+    args: argparse.Namespace, status_range: tuple[int, int] | None
+) -> Callable[[dict[str, Any]], bool]:
+    low, high = status_range or (0, 0)
     path_pattern = compile_glob(args.path) if args.path else None
 
     def matches(document: dict[str, Any]) -> bool:
         if args.key_name is not None and document.get("key_name") != args.key_name:
             return False
         status = _section(document, "response").get("status")
-        if not status_match(status if isinstance(status, int) else 0):
+        if status_range is not None and not (isinstance(status, int) and low <= status <= high):
             return False
         return path_pattern is None or bool(path_pattern.match(str(document.get("path", ""))))
 

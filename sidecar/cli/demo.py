@@ -1,4 +1,8 @@
-"""`sidecar demo`: the whole thing on one machine in seconds, for a newcomer to poke at."""
+"""`sidecar demo`: the whole thing on one machine in seconds, for a newcomer to poke at.
+
+Redis and the audit archive's PostgreSQL are the configured ones when they are set (and, for
+Redis, answer); otherwise real servers the demo starts in a temporary folder and stops on exit.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+import yaml
 from aiohttp import web
 
 from sidecar.config import Health, Listen, Redis, Route, Settings, Shutdown, Tls, Upstream
+from sidecar.config.url_credentials import mask_url_credentials
 from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.store import KeyStore
 from sidecar.runtime.selfsigned import write_self_signed
@@ -23,6 +29,7 @@ from sidecar.runtime.serve import running
 from sidecar.runtime.tls import check_certificate
 from sidecar.storage.client import create_redis, redacted_url
 from sidecar.storage.embedded import EmbeddedRedis
+from sidecar.storage.embedded_postgres import EmbeddedPostgres, find_postgres_bin
 from sidecar.storage.failures import tolerate_redis
 
 DEMO_ROUTES = [
@@ -89,6 +96,41 @@ async def _issue_demo_key(settings: Settings) -> str:
     return new.key
 
 
+def _archive_url(stack: AsyncExitStack, base: Settings) -> tuple[str | None, str]:
+    """(the archive's URL, how it came to be): the configured one, else a PostgreSQL started
+    for the demo; None, and why, when there is no server to start (the demo runs without)."""
+    if base.archive.url is not None:
+        return base.archive.url, ""
+    try:
+        server = stack.enter_context(EmbeddedPostgres(bin_dir=find_postgres_bin()))
+    except FileNotFoundError as exc:
+        return None, f"none: {exc}"
+    return server.create_database("sidecar"), " (embedded, stopped on exit)"
+
+
+def _reading_config(workdir: Path, settings: Settings) -> Path:
+    """A configuration for the reading commands (`audit query`, `archive status`) pointing at
+    this demo's Redis and archive, with the audit settings they decrypt and verify with."""
+    audit = settings.audit
+    document: dict[str, Any] = {
+        "redis": {"url": settings.redis.url},
+        "archive": {"url": settings.archive.url},
+        "audit": {"stream": audit.stream, "events_stream": audit.events_stream},
+    }
+    for name in ("encryption_key_file", "integrity_key_file"):
+        if getattr(audit, name) is not None:
+            document["audit"][name] = str(getattr(audit, name))
+    path = workdir / "read.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _command() -> str:
+    """How to run this sidecar's command line: the entry point beside this Python, if any."""
+    beside = Path(sys.executable).parent / "sidecar"
+    return str(beside) if beside.exists() else f"{sys.executable} -m sidecar"
+
+
 async def run_demo(base: Settings, out: TextIO = sys.stdout) -> None:
     """Run the demo until SIGINT/SIGTERM; everything it started is stopped on the way out."""
     async with AsyncExitStack() as stack:
@@ -97,6 +139,7 @@ async def run_demo(base: Settings, out: TextIO = sys.stdout) -> None:
         if not await _redis_answers(redis):
             embedded_redis = stack.enter_context(EmbeddedRedis())
             redis, embedded = Redis(url=embedded_redis.url), " (embedded, stopped on exit)"
+        archive_url, archive_note = _archive_url(stack, base)
         cert_file, key_file = write_self_signed(workdir)
         upstream_url = await stack.enter_async_context(echo_upstream())
         settings = base.model_copy(
@@ -109,12 +152,25 @@ async def run_demo(base: Settings, out: TextIO = sys.stdout) -> None:
                 "routes": base.routes or DEMO_ROUTES,
                 "shutdown": Shutdown(drain_s=0, grace_s=2),
                 "audit": base.audit.model_copy(update={"spool_dir": workdir / "spool"}),
+                "archive": base.archive.model_copy(update={"url": archive_url}),
             }
         )
         server = await stack.enter_async_context(running(settings, check_certificate(settings.tls)))
         demo_key = await _issue_demo_key(settings)
         proxy = f"https://localhost:{server.proxy_port}"
         health = f"http://127.0.0.1:{server.health_port}"
+        archive = (
+            f"{mask_url_credentials(archive_url)}{archive_note}" if archive_url else archive_note
+        )
+        reading = ""
+        if archive_url is not None:
+            config = _reading_config(workdir, settings)
+            reading = f"""
+Each request's audit record is archived in PostgreSQL within a second or two; read them back
+(the archive and the newest window in Redis together) with:
+  {_command()} audit query --since 1h --config {config}
+  {_command()} archive status --config {config}
+"""
         print(
             f"""
 sidecar demo is up.
@@ -122,6 +178,7 @@ sidecar demo is up.
   health    {health}/readyz   {health}/metrics
   upstream  {upstream_url}   (an echo server)
   redis     {redacted_url(redis.url)}{embedded}
+  archive   {archive}
 
 A demo key (scope orders:read), shown this once:
   {demo_key}
@@ -133,7 +190,7 @@ Try:
   curl --cacert {cert_file} -i -X POST -H "Authorization: Bearer {demo_key}" \\
        {proxy}/v1/orders                                    # 403: needs orders:write
   curl -s {health}/readyz
-
+{reading}
 Ctrl-C stops everything.
 """,
             file=out,

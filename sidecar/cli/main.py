@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from sidecar.audit.keyfiles import load_audit_keys
+from sidecar.cli import archive as cli_archive
 from sidecar.cli import audit as cli_audit
 from sidecar.cli import keys as cli_keys
 from sidecar.config import LoadedConfig, config_named, config_path, load_config
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("demo", parents=[common], help="run a self-contained demo")
     cli_keys.add_parsers(commands, common)
     cli_audit.add_parsers(commands, common)
+    cli_archive.add_parsers(commands, common)
     return parser
 
 
@@ -81,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "keys": _keys,
         "audit": _streams,
         "events": _streams,
+        "archive": _archive,
     }
     try:
         return handlers[args.command](args)
@@ -164,6 +167,13 @@ def _demo(args: argparse.Namespace) -> int:
 def _keys(args: argparse.Namespace) -> int:
     settings = _load(args, serving=False).settings
     return asyncio.run(cli_keys.run(args, settings))
+
+
+def _archive(args: argparse.Namespace) -> int:
+    settings = _load(args, serving=False).settings
+    # migrate logs what it does, as at a serving start-up: to stderr, never into the output.
+    configure_logging(settings.log.level, settings.log.format)
+    return asyncio.run(cli_archive.run(args, settings))
 
 
 def _streams(args: argparse.Namespace) -> int:

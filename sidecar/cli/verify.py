@@ -3,6 +3,9 @@
 Each stream is read in pages, oldest first, through a `StreamVerifier`, with the retention
 checkpoints and the writers' high-water marks read before the entries: a writer appends after
 its mark is set, so every record a mark counts is in the stream by the time the walk gets there.
+With `archive.url` set the walk is the archive's rows merged with the Redis window by stream id
+(`sidecar.archive.reader`; the archive's copy where both hold one, so an edit to it is seen), and
+the checkpoints of dropped partitions (`chain_checkpoints`) count with Redis's.
 Exit status 0 when nothing is wrong, 1 on any finding, 2 on a usage error.
 """
 
@@ -10,19 +13,26 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
-from datetime import timedelta
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack
+from datetime import UTC, timedelta
 from typing import Any
 
-from sidecar.audit.checkpoints import checkpoints_key
+import psycopg
+
+from sidecar.archive import reader
+from sidecar.archive.checkpoints import ChainCheckpoint, checkpoint_signed
+from sidecar.archive.database import Connection
+from sidecar.archive.reader import Entry, RowFilter
+from sidecar.archive.tables import ArchivedStream, archived_streams
+from sidecar.audit.checkpoints import Checkpoint, checkpoints_key, decode_checkpoint
 from sidecar.audit.content import EVENT_FIELDS, content_findings
-from sidecar.audit.events import EVENT_FIELD
 from sidecar.audit.findings import StreamReport
-from sidecar.audit.integrity import IntegrityKeys
+from sidecar.audit.integrity import IntegrityError, IntegrityKeys
 from sidecar.audit.keyfiles import load_audit_keys
 from sidecar.audit.retention import redis_now_ms
-from sidecar.audit.trail import RECORD_FIELD
-from sidecar.audit.verify import ContentCheck, StreamVerifier
+from sidecar.audit.verify import ContentCheck, StoredCheckpoint, StreamVerifier
+from sidecar.cli.archive import archive_unreachable, open_archive
 from sidecar.cli.verify_output import print_reports
 from sidecar.config import Settings
 from sidecar.durations import describe, parse_duration
@@ -37,6 +47,8 @@ EXIT_OK, EXIT_FINDINGS = 0, 1
 # read before, may not cover what the trim removed ahead of the walk.
 _ATTEMPTS = 3
 _GLOB_SPECIAL = str.maketrans({char: "\\" + char for char in "*?[]\\"})
+# A partition drop cuts by day, not by stream id: every record left counts as after the cut.
+_ARCHIVE_CUT_MINID = "0-0"
 NO_KEY_WARNING = (
     "no integrity key (audit.integrity_key_file or audit.encryption_key_file): "
     "chain only: forged records cannot be told from real ones"
@@ -67,68 +79,124 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     if keys is None:
         print(f"sidecar: warning: {NO_KEY_WARNING}", file=sys.stderr)
     encrypted = settings.audit.encryption_key_file is not None
+    sources = {source.stream: source for source in archived_streams(settings)}
     streams = [
-        (settings.audit.stream, RECORD_FIELD, _cleartext_record if encrypted else None),
-        (settings.audit.events_stream, EVENT_FIELD, _cleartext_event if encrypted else None),
+        (sources[settings.audit.stream], _cleartext_record if encrypted else None),
+        (sources[settings.audit.events_stream], _cleartext_event if encrypted else None),
     ]
     redis = create_redis(settings.redis)
-    try:
-        reports = [
-            await verify_stream(redis, stream, field, keys, since=since, content=content)
-            for stream, field, content in streams
-        ]
-    except REDIS_FAILURES as exc:
-        raise unreachable(settings.redis.url, exc) from None
-    finally:
-        await redis.aclose()
+    async with AsyncExitStack() as stack:
+        conn = None
+        if settings.archive.url is not None:
+            conn = await stack.enter_async_context(open_archive(settings, reading=True))
+        try:
+            reports = [
+                await verify_stream(redis, source, keys, since=since, content=content, conn=conn)
+                for source, content in streams
+            ]
+        except psycopg.Error as exc:  # the archive failed mid-walk (psycopg wraps socket errors)
+            raise archive_unreachable(settings, type(exc).__name__) from None
+        except REDIS_FAILURES as exc:
+            raise unreachable(settings.redis.url, exc) from None
+        finally:
+            await redis.aclose()
     print_reports(reports, as_json=args.json, keyed=keys is not None, since=args.since)
     return EXIT_FINDINGS if any(report.findings for report in reports) else EXIT_OK
 
 
 async def verify_stream(
     redis: RedisClient,
-    stream: str,
-    field: str,
+    source: ArchivedStream,
     keys: IntegrityKeys | None,
     *,
     since: timedelta | None = None,
     content: ContentCheck | None = None,
+    conn: Connection | None = None,
 ) -> StreamReport:
-    """Walk `stream` (documents in `field`) and report its findings."""
-    start = "-"
+    """Walk `source`'s stream (and its archive table, given `conn`) and report its findings."""
+    stream = source.stream
+    start_ms = 0
     if since is not None:
-        start = f"{max(0, await redis_now_ms(redis, stream) - int(since.total_seconds() * 1000))}-0"
+        start_ms = max(0, await redis_now_ms(redis, stream) - int(since.total_seconds() * 1000))
     for attempt in range(_ATTEMPTS):
-        checkpoints = await _checkpoints(redis, stream)
+        cuts = await _cuts(redis, conn, stream)
+        first = await _first_id(redis, stream)
         verifier = StreamVerifier(
             stream,
             keys,
-            checkpoints=checkpoints,
+            checkpoints=_checkpoints(stream, cuts, keys),
             marks=await _marks(redis, stream),
             since=since is not None,
             content=content,
         )
-        await _walk(redis, stream, field.encode(), start, verifier)
-        if attempt + 1 == _ATTEMPTS or await _checkpoints(redis, stream) == checkpoints:
-            break
-    return verifier.finish()
-
-
-async def _walk(
-    redis: RedisClient, stream: str, field: bytes, start: str, verifier: StreamVerifier
-) -> None:
-    while True:
-        entries: Any = await redis.xrange(stream, min=start, count=PAGE)
-        for entry_id, fields in entries:
+        field = source.field.encode()
+        async for entry_id, fields in _walk(redis, conn, source, start_ms):
             verifier.feed(entry_id.decode(), fields.get(field))
-        if len(entries) < PAGE:
-            return
-        start = "(" + entries[-1][0].decode()
+        report = verifier.finish()
+        # Retention trimmed under the walk: its checkpoints, read before, may not cover what
+        # went ahead of it. With an archive, the archiver may have archived and trimmed entries
+        # after the walk's snapshot of the table and before its read of them in Redis.
+        trimmed = bool(conn and report.findings) and await _first_id(redis, stream) != first
+        if attempt + 1 == _ATTEMPTS or (await _cuts(redis, conn, stream) == cuts and not trimmed):
+            break
+    return report
 
 
-async def _checkpoints(redis: RedisClient, stream: str) -> dict[str, bytes]:
+def _walk(
+    redis: RedisClient, conn: Connection | None, source: ArchivedStream, start_ms: int
+) -> AsyncIterator[Entry]:
+    """The stream's entries from `start_ms` on: Redis's, merged with the archive's if any."""
+    if conn is None:
+        return reader.window_range(redis, source.stream, f"{start_ms}-0")
+    rows = RowFilter(from_id=(start_ms, 0)) if start_ms else RowFilter()
+    return reader.read(conn, redis, source, rows, window_start=f"{start_ms}-0")
+
+
+async def _first_id(redis: RedisClient, stream: str) -> bytes | None:
+    first: Any = await redis.xrange(stream, count=1)
+    return first[0][0] if first else None
+
+
+_Cuts = tuple[dict[str, bytes], list[tuple[ChainCheckpoint, str | None]]]
+
+
+async def _cuts(redis: RedisClient, conn: Connection | None, stream: str) -> _Cuts:
+    """The checkpoints as stored: Redis's retention's, and the archive's partition drops'."""
     stored: Any = await redis.hgetall(checkpoints_key(stream))
-    return {writer.decode(errors="replace"): value for writer, value in stored.items()}
+    in_redis = {writer.decode(errors="replace"): value for writer, value in stored.items()}
+    in_archive = [] if conn is None else await reader.archive_checkpoints(conn, stream)
+    return in_redis, in_archive
+
+
+def _checkpoints(
+    stream: str, cuts: _Cuts, keys: IntegrityKeys | None
+) -> dict[str, StoredCheckpoint]:
+    """Each writer's latest checkpoint: Redis's (from before the archive, when retention still
+    trimmed the stream) unless a partition drop cut the chain later."""
+    in_redis, in_archive = cuts
+    found: dict[str, StoredCheckpoint] = dict(in_redis)
+    for cut, mac in in_archive:
+        earlier = found.get(cut.writer)
+        if isinstance(earlier, bytes) and _seq_of(stream, cut.writer, earlier) > cut.seq:
+            continue
+        found[cut.writer] = _checked(cut, mac, keys)
+    return found
+
+
+def _seq_of(stream: str, writer: str, value: bytes) -> int:
+    """The seq a Redis checkpoint names, unchecked (only to order it against the archive's)."""
+    try:
+        return decode_checkpoint(stream, writer, value, None).seq
+    except IntegrityError:
+        return 0
+
+
+def _checked(cut: ChainCheckpoint, mac: str | None, keys: IntegrityKeys | None) -> StoredCheckpoint:
+    if keys is not None and not checkpoint_signed(cut, mac, keys):
+        why = "has no mac" if mac is None else "'s mac does not match (altered or forged)"
+        return IntegrityError(f"the archive's checkpoint {why}")
+    at = cut.cut_at.astimezone(UTC).isoformat(timespec="microseconds")
+    return Checkpoint(cut.stream, cut.writer, cut.seq, cut.digest, _ARCHIVE_CUT_MINID, at)
 
 
 async def _marks(redis: RedisClient, stream: str) -> dict[str, int]:

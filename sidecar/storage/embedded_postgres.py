@@ -3,7 +3,9 @@
 Uses the `initdb`/`postgres` on PATH (or a Debian-style /usr/lib/postgresql/<n>/bin), else the
 binaries the `pgserver` wheel ships, so it works on a machine with no system PostgreSQL.
 PostgreSQL refuses to run as root; when this process is root, the server runs as an unprivileged
-account (`postgres` where the packages created it, else `nobody`) that owns the folder.
+account (`postgres` where the packages created it, else `nobody`) that owns the folder. When that
+account cannot reach the binaries (a virtualenv under root's 0700 home), the installation they
+belong to is copied into the folder first.
 """
 
 from __future__ import annotations
@@ -97,6 +99,8 @@ class EmbeddedPostgres:
         self._data = Path(self._dir.name) / "data"
         self._log = Path(self._dir.name) / "postgres.log"
         self._process: subprocess.Popen[bytes] | None = None
+        if self._account is not None and not self._account_runs(self.bin_dir):
+            self.bin_dir = self._copy_installation(self.bin_dir)
 
     def url(self, database: str = SUPERUSER) -> str:
         """A `postgresql://` URL for `database` on this server, as the superuser."""
@@ -150,6 +154,31 @@ class EmbeddedPostgres:
                 group=self._account.gid if self._account else None,
                 extra_groups=[] if self._account else None,
             )
+
+    def _account_runs(self, bin_dir: Path) -> bool:
+        """Whether the server's account can run the binaries in `bin_dir` where they are."""
+        try:
+            probe = self._spawn([str(bin_dir / "postgres"), "--version"])
+        except PermissionError:  # it cannot reach or execute the binary
+            return False
+        return probe.wait(timeout=_START_DEADLINE_S) == 0
+
+    def _copy_installation(self, bin_dir: Path) -> Path:
+        """Copy the installation `bin_dir` belongs to into the folder, which the account can
+        reach, keeping the layout the binaries find the rest by: its bin, lib and share beside
+        each other, and a wheel's vendored libraries (`<package>.libs`, found through
+        `$ORIGIN/../../../`) beside its package."""
+        install = bin_dir.parent
+        package = install.parent
+        root = Path(self._dir.name) / "installation"
+        shutil.copytree(install, root / package.name / install.name, symlinks=True)
+        vendored = package.parent / f"{package.name}.libs"
+        if vendored.is_dir():
+            shutil.copytree(vendored, root / vendored.name, symlinks=True)
+        copied = root / package.name / install.name / bin_dir.name
+        if not self._account_runs(copied):
+            raise RuntimeError(f"the server's account cannot run {bin_dir}: {self.log_tail()}")
+        return copied
 
     def _wait_until_answering(self) -> None:
         deadline = time.monotonic() + _START_DEADLINE_S
