@@ -17,6 +17,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from sidecar.archive.tables import AUDIT_RECORDS, AUTH_EVENTS, ArchivedStream
 from sidecar.audit.crypto import generate_key_line
 from sidecar.audit.findings import StreamReport
 from sidecar.audit.integrity import IntegrityKeys
@@ -80,8 +81,12 @@ async def verified(client: aioredis.Redis, keys: IntegrityKeys) -> tuple[StreamR
     """`audit verify`'s reports on the audit stream and the events stream."""
     redis_client: Any = client
     return (
-        await verify_stream(redis_client, AUDIT_STREAM, "record", keys),
-        await verify_stream(redis_client, EVENTS_STREAM, "event", keys),
+        await verify_stream(
+            redis_client, ArchivedStream(AUDIT_STREAM, "record", AUDIT_RECORDS), keys
+        ),
+        await verify_stream(
+            redis_client, ArchivedStream(EVENTS_STREAM, "event", AUTH_EVENTS), keys
+        ),
     )
 
 
