@@ -11,6 +11,7 @@ from bench.results import (
     NAIVE,
     NGINX,
     SIDECAR,
+    SIDECAR_ARCHIVE,
     SIDECAR_BASELINE,
     SIDECAR_INFO,
     SIDECAR_WORKERS,
@@ -20,6 +21,7 @@ from bench.results import (
 
 RATIOS = [
     (SIDECAR, SIDECAR_BASELINE),
+    (SIDECAR_ARCHIVE, SIDECAR),
     (SIDECAR, NAIVE),
     (SIDECAR, NGINX),
     (SIDECAR, DIRECT),
@@ -32,6 +34,7 @@ RATIOS = [
 
 CPU_RATIOS = [
     (SIDECAR, SIDECAR_BASELINE),
+    (SIDECAR_ARCHIVE, SIDECAR),
     (SIDECAR, NAIVE),
     (SIDECAR, NGINX),
     (SIDECAR_INFO, SIDECAR),
@@ -137,6 +140,7 @@ def render(results: Results) -> str:
     lines += _slowloris_section(results)
     lines += _memory_section(results)
     lines += _argon2_section(results)
+    lines += _archive_section(results)
     lines += ["## Workers", "", results.workers, ""]
 
     lines += ["## Targets of issue 6", ""]
@@ -351,3 +355,51 @@ def _profile_section(results: Results) -> list[str]:
         ],
     )
     return lines
+
+
+def _archive_section(results: Results) -> list[str]:
+    figures = results.archive
+    lines = ["## The audit archive (PostgreSQL)", ""]
+    if figures is None:
+        return [*lines, results.archive_note or "not measured", ""]
+    redis_b, pg_b = figures.redis_bytes_per_record or 0, figures.postgres_bytes_per_record or 0
+    lines += _table(
+        ["measure", "value"],
+        [
+            ["archive throughput (records/s inserted, fsync on)", _num(figures.records_per_s)],
+            ["records drained / seconds", f"{figures.records:,} / {_num(figures.seconds, 1)}"],
+            ["record document (bytes)", _num(figures.record_bytes)],
+            ["Redis bytes per record (MEMORY USAGE / XLEN)", _num(redis_b)],
+            ["PostgreSQL bytes per record (table and indexes / rows)", _num(pg_b)],
+            ["Redis under sustained load, window full", figures.note or "-"],
+        ],
+    )
+    if figures.samples:
+        shown = figures.samples[:: max(1, len(figures.samples) // 12)]
+        lines += [
+            "The archived stream under load (s into the load: entries, MiB):",
+            "",
+            ", ".join(f"{t:.0f} s: {n:,}, {m / 2**20:.1f}" for t, n, m in shown),
+            "",
+        ]
+    lines += [
+        "What a steady rate costs, from the bytes per record above (with the archive Redis holds",
+        "only the window, the default `archive.redis_window_s` of 3600 s):",
+        "",
+    ]
+    rows = [
+        [
+            f"{rate:,} req/s",
+            _size(redis_b * rate * 3600),
+            _size(redis_b * rate * 86400),
+            _size(pg_b * rate * 86400),
+            _size(pg_b * rate * 86400 * 90),
+        ]
+        for rate in (10, 100, 1000)
+    ]
+    header = ["rate", "Redis, 1 h window", "Redis per day, no archive", "PostgreSQL per day"]
+    return lines + _table([*header, "PostgreSQL, 90 days"], rows)
+
+
+def _size(size: float) -> str:
+    return f"{size / 2**30:,.1f} GiB" if size >= 2**30 else f"{size / 2**20:,.0f} MiB"

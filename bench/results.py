@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
+from bench.archive import ArchiveFigures
 from bench.profile import ProfileSummary
 from bench.wrk import WrkResult
 
@@ -20,6 +21,8 @@ SIDECAR_INFO = "sidecar (log info)"
 SIDECAR_WORKERS = "sidecar --workers 2"
 # `--baseline DIR`: the same sidecar config served by another checkout (a previous revision).
 SIDECAR_BASELINE = "sidecar (baseline)"
+# The same config with `archive.url` set: its archiver copies its records into PostgreSQL.
+SIDECAR_ARCHIVE = "sidecar (archive)"
 NGINX = "nginx"
 FLOOD_SINGLE = "sidecar + flood (1 IP)"
 FLOOD_MANY = "sidecar + flood (1000 IPs)"
@@ -132,6 +135,8 @@ class Results:
     workers: str = ""
     profile: ProfileSummary | None = None
     profile_note: str = ""
+    archive: ArchiveFigures | None = None
+    archive_note: str = ""  # why the archive was not measured
     notes: list[str] = field(default_factory=list)
     log_complaints: dict[str, dict[str, int]] = field(default_factory=dict)  # target → text → n
 

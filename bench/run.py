@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import redis
 
-from bench import logscan, nginx, profile, report, sidecar_target, wrk
+from bench import archive, logscan, nginx, profile, report, sidecar_target, wrk
 from bench.payloads import REQUEST_BODY, ROUTE_PATH
 from bench.private import write_private
 from bench.processes import REPO_ROOT, Child, python_module, raise_open_files_limit, wait_for_port
@@ -35,6 +35,7 @@ from bench.results import (
     NAIVE,
     NGINX,
     SIDECAR,
+    SIDECAR_ARCHIVE,
     SIDECAR_BASELINE,
     SIDECAR_INFO,
     SIDECAR_WORKERS,
@@ -48,8 +49,11 @@ from bench.sidecar_target import SidecarPorts, scrape_metrics, serve_supports_wo
 from sidecar.config import Limits
 from sidecar.runtime.selfsigned import write_self_signed
 from sidecar.storage.embedded import EmbeddedRedis, free_port
+from sidecar.storage.embedded_postgres import EmbeddedPostgres
 
 AUDIT_STREAMS = ("sidecar:audit", "sidecar:auth-events")  # the defaults the config keeps
+# Sustained load on the archive target: four windows, so the last third is well past the first.
+ARCHIVE_LOAD_S = 45.0
 _HELPER_DEADLINE_S = 120.0
 _PAUSE_BETWEEN_RUNS_S = 1.0
 # The sidecar's config leaves `limits` at the product's defaults.
@@ -140,6 +144,7 @@ class Bench:
         self._sidecar: SidecarProcess | None = None
         self._sidecar_info: SidecarProcess | None = None
         self._keyed = Path()  # the wrk script that sends the key
+        self._postgres: EmbeddedPostgres | None = None
         self._first_use = 0.0
 
     # ---- start-up -------------------------------------------------------------------
@@ -177,6 +182,15 @@ class Bench:
         if self._workers:
             pair = self._start_sidecar("sidecar-workers", "warning", upstream_url, workers=2)
             self.targets.append(self._sidecar_target(SIDECAR_WORKERS, pair))
+        if (archive_url := self._start_postgres()) is not None:
+            sections = {
+                "audit": {"stream": archive.STREAM, "events_stream": archive.EVENTS_STREAM},
+                "archive": {"url": archive_url, "redis_window_s": archive.WINDOW_S},
+            }
+            archived = self._start_sidecar(
+                "sidecar-archive", "warning", upstream_url, sections=sections
+            )
+            self.targets.append(self._sidecar_target(SIDECAR_ARCHIVE, archived))
         if self.options.baseline is not None:
             old = self._start_sidecar(
                 "sidecar-baseline", "warning", upstream_url, checkout=self.options.baseline
@@ -246,6 +260,7 @@ class Bench:
         *,
         workers: int = 1,
         checkout: Path | None = None,
+        sections: Mapping[str, Mapping[str, object]] | None = None,
     ) -> SidecarProcess:
         ports = SidecarPorts(proxy=free_port(), health=free_port())
         config = sidecar_target.write_config(
@@ -257,6 +272,7 @@ class Bench:
             key_file=self._key,
             spool_dir=self.dir / f"{name}-spool",
             log_level=log_level,
+            sections=sections,
         )
         argv = sidecar_target.serve_argv(config, checkout)
         if workers > 1:
@@ -265,6 +281,35 @@ class Bench:
         child = self._start(name, argv, ports.proxy, cwd=checkout or REPO_ROOT)
         wait_for_port(ports.health, child)
         return SidecarProcess(child, ports)
+
+    def _start_postgres(self) -> str | None:
+        """A PostgreSQL for the archive target (fsync on); None, noted, when there is none."""
+        try:
+            server = EmbeddedPostgres(durable=True)
+        except FileNotFoundError as exc:
+            self.results.archive_note = f"not measured: {exc}"
+            return None
+        self._stack.callback(server.close)
+        server.start()
+        self._postgres = server
+        return server.create_database("bench")
+
+    def archive_phase(self) -> None:
+        """The archive's throughput, bytes per record and flat Redis (`bench.archive`)."""
+        target = next((t for t in self.targets if t.name == SIDECAR_ARCHIVE), None)
+        if target is None or self._postgres is None:
+            return
+        record = archive.sample_record(self._redis_url)
+        if record is None:
+            self.results.archive_note = "not measured: the archive target wrote no record"
+            return
+        with archive.StreamSampler(self._redis_url) as sampler:
+            self._wrk(target, ARCHIVE_LOAD_S)
+        fill_url = self._postgres.create_database("bench_fill")
+        figures = archive.measure_throughput(self._redis_url, fill_url, record)
+        figures.samples = sampler.samples
+        figures.note = archive.flat_verdict(sampler.samples, archive.WINDOW_S)
+        self.results.archive = figures
 
     def note_start_rss(self, when: str) -> None:
         """VmRSS of `sidecar` and of `naive`: the floors everything else is above."""
@@ -750,6 +795,8 @@ def run(options: Options) -> Results:
         bench.measure_rounds()
         finished = time.monotonic()
         bench.count_argon2(finished)
+        print(f"the audit archive ({ARCHIVE_LOAD_S:g} s of load, then a drain)", flush=True)
+        bench.archive_phase()
         if options.slowloris > 0:
             print(f"sidecar under {options.slowloris} slowloris connections", flush=True)
             try:

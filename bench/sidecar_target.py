@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,8 +55,10 @@ def write_config(
     key_file: Path,
     spool_dir: Path,
     log_level: str,
+    sections: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Path:
-    """A complete serving config; everything not named here is the product's default."""
+    """A complete serving config; everything not named here is the product's default.
+    `sections` adds to (or adds) whole sections: the archive target's `archive` and streams."""
     document = {
         "listen": {"address": "127.0.0.1", "port": ports.proxy},
         "health": {"address": "127.0.0.1", "port": ports.health},
@@ -68,6 +71,9 @@ def write_config(
         "shutdown": {"drain_s": 0, "grace_s": 2},
         "log": {"level": log_level, "format": "json"},
     }
+    for name, values in (sections or {}).items():
+        existing = document.get(name)
+        document[name] = {**(existing if isinstance(existing, dict) else {}), **values}
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
 

@@ -41,6 +41,8 @@ _SERVER_OPTIONS = {
     "full_page_writes": "off",
     "timezone": "UTC",
 }
+# A benchmark measures what a production server pays per commit: the WAL flushed to disk.
+_DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 _HBA = "# written by sidecar: loopback TCP only\nhost all all 127.0.0.1/32 trust\n"
 
 
@@ -88,8 +90,12 @@ def _server_account() -> _Account | None:
 class EmbeddedPostgres:
     """Start with `start()` (or `with`), stop with `stop()`; restartable on the same port."""
 
-    def __init__(self, port: int | None = None, *, bin_dir: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, bin_dir: Path | None = None, durable: bool = False
+    ) -> None:
+        """`durable`: fsync and synchronous commits on, as in production (the benchmark)."""
         self.port = port or free_port()
+        self._options = {**_SERVER_OPTIONS, **(_DURABLE if durable else {})}
         self.bin_dir = bin_dir or find_postgres_bin()
         # Not under pytest's tmp_path: its parents are 0700 root, which the account cannot enter.
         self._dir = tempfile.TemporaryDirectory(prefix="sidecar-postgres-")
@@ -115,7 +121,7 @@ class EmbeddedPostgres:
         """Initialise the folder the first time, start the server and wait until it answers."""
         if not (self._data / "PG_VERSION").exists():
             self._initdb()
-        options = [arg for k, v in _SERVER_OPTIONS.items() for arg in ("-c", f"{k}={v}")]
+        options = [arg for k, v in self._options.items() for arg in ("-c", f"{k}={v}")]
         self._process = self._spawn(
             [str(self.bin_dir / "postgres"), "-D", str(self._data), "-p", str(self.port), *options]
         )
