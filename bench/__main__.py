@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--profile-seconds", type=int, default=10)
     parser.add_argument(
+        "--profile-target",
+        default="sidecar",
+        help='the sidecar target --profile samples (default "sidecar"; e.g. "sidecar (archive)")',
+    )
+    parser.add_argument(
         "--profile-native", action="store_true", help="include C frames (py-spy --native)"
     )
     parser.add_argument(
@@ -78,6 +83,7 @@ def _options(args: argparse.Namespace, argv: list[str]) -> Options:
         flood_rate=args.flood_rate,
         slowloris=args.slowloris,
         baseline=None if args.baseline is None else args.baseline.resolve(),
+        profile_target=args.profile_target,
         command=shlex.join(["python", "-m", "bench", *argv]),
     )
 

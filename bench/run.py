@@ -89,6 +89,7 @@ class Options:
     # A checkout of another revision with its own .venv: its sidecar is measured beside this
     # one, same config, same rounds, so "did this change cost anything" is one ratio.
     baseline: Path | None = None
+    profile_target: str = SIDECAR  # which sidecar target `--profile` samples
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,12 +300,13 @@ class Bench:
         target = next((t for t in self.targets if t.name == SIDECAR_ARCHIVE), None)
         if target is None or self._postgres is None:
             return
+        with archive.StreamSampler(self._redis_url) as sampler:
+            self._wrk(target, ARCHIVE_LOAD_S)
+        # Right after the load: the archiver trims what is older than its window.
         record = archive.sample_record(self._redis_url)
         if record is None:
             self.results.archive_note = "not measured: the archive target wrote no record"
             return
-        with archive.StreamSampler(self._redis_url) as sampler:
-            self._wrk(target, ARCHIVE_LOAD_S)
         fill_url = self._postgres.create_database("bench_fill")
         figures = archive.measure_throughput(self._redis_url, fill_url, record)
         figures.samples = sampler.samples
@@ -592,9 +594,13 @@ class Bench:
             print(profile.INSTALL_HINT, flush=True)
             self.results.profile_note = profile.INSTALL_HINT
             return
-        sidecar = self._sidecar
-        target = next(t for t in self.targets if t.name == SIDECAR)
-        assert sidecar is not None
+        target = next((t for t in self.targets if t.name == self.options.profile_target), None)
+        if target is None or target.sidecar is None:
+            self.results.profile_note = (
+                f"not profiled: no sidecar target {self.options.profile_target!r}"
+            )
+            return
+        sidecar = target.sidecar
         seconds = self.options.profile_s
         raw = self.dir / "profile.txt"
         load = threading.Thread(target=self._wrk, args=(target, seconds + 4.0))
@@ -621,7 +627,7 @@ class Bench:
             "charged to the Python function that called it"
         )
         self.results.profile_note = (
-            f"py-spy record, 100 Hz, {seconds} s of wrk load on `sidecar` (log warning); "
+            f"py-spy record, 100 Hz, {seconds} s of wrk load on `{target.name}`; "
             f"{frames}. Raw stacks: bench/out/profile-raw.txt."
         )
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from sidecar.archive.tables import (
     ADMIN_EVENTS,
     AHEAD_DAYS,
@@ -117,7 +119,7 @@ def extract_row(
         raise _Unplaceable(f"no {stream.field!r} field")
     try:
         text = raw.decode("utf-8")
-        document = json.loads(text)
+        document = _parse(raw, text)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise _Unplaceable(f"the {stream.field!r} field is not UTF-8 JSON") from None
     if not isinstance(document, dict):
@@ -140,6 +142,16 @@ def extract_row(
         _text(document.get("mac")),
     )
     return Row(entry_id, ts, (*head, *_metadata(stream, document), _storable(text)))
+
+
+def _parse(raw: bytes, text: str) -> Any:
+    """The entry's JSON: orjson (~5x the standard library on a 4 KB record) for what the
+    sidecar writes; the standard library for what orjson refuses but JSON allows (a lone
+    surrogate escape), so such an entry is judged by its content, not by the parser."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def _metadata(stream: ArchivedStream, document: Mapping[str, Any]) -> tuple[object, ...]:

@@ -44,7 +44,10 @@ def insert_statement(table: Table) -> sql.Composed:
     and counts the rows it inserted in `activity_minutes`; it returns their stream ids."""
     columns = sql.SQL(", ").join(sql.Identifier(name) for name in table.column_names)
     arrays = sql.SQL(", ").join(
-        sql.SQL("%s::{}[]").format(sql.SQL(column.type)) for column in table.columns
+        # `%b`: binary parameters. In text format psycopg escapes every quote of every JSON
+        # document in Python, which was half the CPU of archiving a batch.
+        sql.SQL("%b::{}[]").format(sql.SQL(column.type))
+        for column in table.columns
     )
     insert = sql.SQL(
         "INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}) ORDER BY 2, 3 "
