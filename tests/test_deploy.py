@@ -4,7 +4,8 @@ No Docker engine or cluster is needed: every file is parsed and checked against 
 deploys — config keys and their environment names, ports, paths, shutdown timings, metric
 names. The example configuration is also run for real (in process, with the environment the
 manifests give it, pointed at local files and ports), and its metrics page is the list of
-metric names the dashboard and the alerts may use.
+metric names the dashboard and the alerts may use. With promtool installed, the alerts are
+also run on made-up series.
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ SPEC_METRICS = (
     "sidecar_audit_records_total",
     "sidecar_redis_errors_total",
     "sidecar_keys_rotation_due",
+)
+# The audit archive's (SPEC §15; sidecar/metrics.py), which the dashboard must show too.
+ARCHIVE_METRICS = (
+    "sidecar_archive_lag_seconds",
+    "sidecar_archive_records_total",
+    "sidecar_archive_errors_total",
 )
 
 
@@ -938,7 +945,7 @@ async def exported(example_sidecar: Running) -> set[str]:
     async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as answer:
         assert answer.status == 200
         names = metric_names(await answer.text())
-    for family in SPEC_METRICS:  # histograms show as _bucket, _sum and _count
+    for family in (*SPEC_METRICS, *ARCHIVE_METRICS):  # histograms: _bucket, _sum and _count
         assert family in names or f"{family}_bucket" in names, family
     return names
 
@@ -980,7 +987,7 @@ async def test_the_dashboard_queries_exported_metrics_and_shows_every_one(
         assert names, f"{title}: {expr}"
         assert names <= exported, f"{title}: not exported: {sorted(names - exported)}"
         used |= names
-    for family in SPEC_METRICS:
+    for family in (*SPEC_METRICS, *ARCHIVE_METRICS):
         assert any(name.startswith(family) for name in used), f"no panel shows {family}"
     quantiles = [expr for _title, expr in dashboard_queries() if "histogram_quantile" in expr]
     for histogram in ("sidecar_request_duration_seconds", "sidecar_upstream_duration_seconds"):
@@ -1026,9 +1033,103 @@ async def test_the_alerts_read_exported_metrics_and_cover_the_failure_modes(
         "sidecar_argon2_verifications_total",
         "sidecar_auth_events_total",
         "kube_pod_container_status_ready",
+        "sidecar_archive_lag_seconds",
+        "sidecar_archive_records_total",
     ):
         assert needed in watched, f"no alert on {needed}"
     assert 'outcome="rejected"' in watched["sidecar_audit_records_total"]
+    assert 'outcome="dead_letter"' in watched["sidecar_archive_records_total"]
     assert "missing_key" in watched["sidecar_auth_events_total"]
     assert "invalid_secret" in watched["sidecar_auth_events_total"]
     assert 'status=~"5.."' in watched["sidecar_requests_total"]
+
+
+# promtool (Prometheus' own checker) is not a Python package: install it with the system's
+# package manager (Debian: `prometheus`) for these two; without it they are skipped.
+PROMTOOL = shutil.which("promtool")
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
+def test_promtool_accepts_the_rules() -> None:
+    """The rules parse as Prometheus parses them, templates included (the reader above only
+    pulls out metric names)."""
+    checked = subprocess.run(
+        [str(PROMTOOL), "check", "rules", str(DEPLOY / "alerts.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
+def test_the_archive_alerts_fire_when_they_should(tmp_path: Path) -> None:
+    """The archive's alerts on made-up series. A dead-letter counter appears with its first
+    increment, at 1 and no 0 before it, which `increase()` alone never sees: the alert must
+    fire for it all the same, and stop once the window has passed."""
+    [document] = documents(DEPLOY / "alerts.yaml")
+    for group in document["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations")  # promtool compares them whole; the summaries are not tested
+    (tmp_path / "alerts.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
+    labels = {"severity": "warning", "stream": "sidecar:audit"}
+    tests = {
+        "rule_files": ["alerts.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {  # absent for 20 minutes, then one dead letter
+                        "series": 'sidecar_archive_records_total{instance="a:8081",'
+                        'stream="sidecar:audit",outcome="dead_letter"}',
+                        "values": "_x20 1x40",
+                    },
+                    {  # caught up for 5 minutes, then 400 s behind
+                        "series": 'sidecar_archive_lag_seconds{instance="a:8081",'
+                        'stream="sidecar:audit"}',
+                        "values": "0x5 400x30",
+                    },
+                    {  # another stream, caught up all along
+                        "series": 'sidecar_archive_lag_seconds{instance="a:8081",'
+                        'stream="sidecar:auth-events"}',
+                        "values": "0x35",
+                    },
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "19m",
+                        "alertname": "SidecarArchiveDeadLetters",
+                        "exp_alerts": [],
+                    },
+                    {
+                        "eval_time": "21m",
+                        "alertname": "SidecarArchiveDeadLetters",
+                        "exp_alerts": [{"exp_labels": labels}],
+                    },
+                    {
+                        "eval_time": "50m",
+                        "alertname": "SidecarArchiveDeadLetters",
+                        "exp_alerts": [],
+                    },
+                    {"eval_time": "14m", "alertname": "SidecarArchiveLagging", "exp_alerts": []},
+                    {
+                        "eval_time": "17m",
+                        "alertname": "SidecarArchiveLagging",
+                        "exp_alerts": [{"exp_labels": labels}],
+                    },
+                ],
+            }
+        ],
+    }
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests), encoding="utf-8")
+    tested = subprocess.run(
+        [str(PROMTOOL), "test", "rules", "tests.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
