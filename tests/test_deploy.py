@@ -3,9 +3,9 @@
 No Docker engine or cluster is needed: every file is parsed and checked against the code it
 deploys — config keys and their environment names, ports, paths, shutdown timings, metric
 names. The example configuration is also run for real (in process, with the environment the
-manifests give it, pointed at local files and ports), and its metrics page is the list of
-metric names the dashboard and the alerts may use. With promtool installed, the alerts are
-also run on made-up series.
+manifests give it, pointed at local files and ports, its archive at a PostgreSQL that is
+not there), and its metrics page is the list of metric names the dashboard and the alerts may
+use. With promtool installed, the alerts are also run on made-up series.
 """
 
 from __future__ import annotations
@@ -77,6 +77,12 @@ ARCHIVE_METRICS = (
     "sidecar_archive_records_total",
     "sidecar_archive_errors_total",
 )
+# libpq's own environment variables that name files (psycopg reads them): not config keys, but
+# secrets all the same when they point at a password.
+LIBPQ_FILE_VARIABLES = frozenset({"PGPASSFILE"})
+# Where the tests point the deployments' archive: nothing listens on port 1, so every archive
+# pass fails at once, as with a PostgreSQL that is down.
+ABSENT_ARCHIVE_URL = "postgresql://sidecar@127.0.0.1:1/sidecar"
 
 
 @pytest.fixture(autouse=True)
@@ -108,19 +114,32 @@ def kube(kind: str, name: str) -> dict[str, Any]:
     return found
 
 
-def pod_spec() -> dict[str, Any]:
-    spec: dict[str, Any] = kube("Deployment", "app")["spec"]["template"]["spec"]
+def pod_spec(kind: str = "Deployment", name: str = "app") -> dict[str, Any]:
+    spec: dict[str, Any] = kube(kind, name)["spec"]["template"]["spec"]
     return spec
 
 
-def container(name: str) -> dict[str, Any]:
-    [found] = [c for c in pod_spec()["containers"] if c["name"] == name]
+def container(name: str, pod: dict[str, Any] | None = None) -> dict[str, Any]:
+    [found] = [c for c in (pod or pod_spec())["containers"] if c["name"] == name]
     result: dict[str, Any] = found
     return result
 
 
-def k8s_env(name: str = "sidecar") -> dict[str, str]:
-    return {item["name"]: str(item["value"]) for item in container(name).get("env", [])}
+def workloads() -> list[dict[str, Any]]:
+    return [doc for doc in kubernetes_objects() if doc["kind"] in ("Deployment", "StatefulSet")]
+
+
+def k8s_env(name: str = "sidecar", pod: dict[str, Any] | None = None) -> dict[str, str]:
+    """The variables whose values the manifest writes out (not those from a Secret)."""
+    env = container(name, pod).get("env", [])
+    return {item["name"]: str(item["value"]) for item in env if "value" in item}
+
+
+def k8s_secret_env(name: str = "sidecar", pod: dict[str, Any] | None = None) -> dict[str, str]:
+    """The variables a Secret's key fills in, as `secret/key`."""
+    env = container(name, pod).get("env", [])
+    refs = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in env if "value" not in item}
+    return {variable: f"{ref['name']}/{ref['key']}" for variable, ref in refs.items()}
 
 
 def compose() -> dict[str, Any]:
@@ -285,6 +304,7 @@ def test_the_deploy_tree_has_every_piece() -> None:
         "kubernetes/service.yaml",
         "kubernetes/networkpolicy.yaml",
         "kubernetes/redis.yaml",
+        "kubernetes/postgres.yaml",
         "kubernetes/kustomization.yaml",
     }
     present = {str(path.relative_to(DEPLOY)) for path in DEPLOY.rglob("*") if path.is_file()}
@@ -398,6 +418,7 @@ def test_every_sidecar_environment_name_in_deploy_names_a_config_key() -> None:
         "SIDECAR_TLS__CERT_FILE",
         "SIDECAR_TLS__KEY_FILE",
         "SIDECAR_AUDIT__ENCRYPTION_KEY_FILE",
+        "SIDECAR_ARCHIVE__URL",
     } <= found.keys()
     structured = set(compose_env()) | {
         item["name"]
@@ -430,59 +451,107 @@ def test_the_image_sets_no_config_key_through_env() -> None:
 class Runtime:
     """Where each deployment points the sidecar: its environment and what backs each file."""
 
-    env: dict[str, str]
-    files: dict[str, str]  # config key's env name → the secret (or key) behind that file
+    env: dict[str, str]  # the values written out in the deployment
+    files: dict[str, str]  # env name of a file → the secret (or key) behind that file
+    # env name → the Secret's key its value comes from (Kubernetes' secretKeyRef)
+    secret_values: dict[str, str] = field(default_factory=dict)
+
+
+def names_a_file(name: str) -> bool:
+    return name.endswith("_FILE") or name in LIBPQ_FILE_VARIABLES
+
+
+def secret_files(pod: dict[str, Any], name: str) -> dict[str, str]:
+    """Each of a container's variables naming a file, as the `secret/key` mounted there."""
+    spec = container(name, pod)
+    mounts = {m["name"]: m["mountPath"] for m in spec.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    files = {}
+    for variable, value in k8s_env(name, pod).items():
+        if not names_a_file(variable):
+            continue
+        [volume_name] = [n for n, mount in mounts.items() if Path(value).parent == Path(mount)]
+        assert "secret" in volumes[volume_name], f"{variable}: {value} is not in a Secret"
+        files[variable] = f"{volumes[volume_name]['secret']['secretName']}/{Path(value).name}"
+    return files
 
 
 def kubernetes_runtime() -> Runtime:
-    env = k8s_env()
-    mounts = {m["name"]: m["mountPath"] for m in container("sidecar")["volumeMounts"]}
-    volumes = {v["name"]: v for v in pod_spec()["volumes"]}
-    files = {}
-    for name, value in env.items():
-        if not name.endswith("_FILE"):
-            continue
-        [volume_name] = [n for n, mount in mounts.items() if Path(value).parent == Path(mount)]
-        secret = volumes[volume_name]["secret"]["secretName"]
-        files[name] = f"{secret}/{Path(value).name}"
-    return Runtime(env, files)
+    return Runtime(k8s_env(), secret_files(pod_spec(), "sidecar"), k8s_secret_env())
 
 
 def compose_runtime() -> Runtime:
     env = compose_env()
     files = {}
     for name, value in env.items():
-        if name.endswith("_FILE"):
+        if names_a_file(name):
             assert value.startswith("/run/secrets/"), f"{name} is not a compose secret"
             files[name] = Path(value).name
     return Runtime(env, files)
 
 
+def example_secrets() -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for doc in documents(K8S / "secret.example.yaml")}
+
+
 def test_kubernetes_files_come_from_the_secrets_the_example_describes() -> None:
     runtime = kubernetes_runtime()
-    secrets = {doc["metadata"]["name"]: doc for doc in documents(K8S / "secret.example.yaml")}
+    secrets = example_secrets()
     assert set(runtime.files) == {
         "SIDECAR_TLS__CERT_FILE",
         "SIDECAR_TLS__KEY_FILE",
         "SIDECAR_AUDIT__ENCRYPTION_KEY_FILE",
     }
-    for backing in runtime.files.values():
+    assert runtime.secret_values == {"SIDECAR_ARCHIVE__URL": "sidecar-archive/url"}
+    # Every Secret any workload reads, as a file or as a value, has its key in the example.
+    used = set()
+    for workload in workloads():
+        pod = workload["spec"]["template"]["spec"]
+        volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+        for spec in pod["containers"]:
+            used |= {*secret_files(pod, spec["name"]).values()}
+            used |= {*k8s_secret_env(spec["name"], pod).values()}
+            for mount in spec.get("volumeMounts", []):
+                volume = volumes.get(mount["name"], {})  # none: a claim of the StatefulSet's
+                if "secret" in volume or "configMap" in volume:
+                    assert mount["readOnly"] is True, f"{spec['name']}: {mount['name']}"
+    assert "sidecar-postgres/password" in used  # the archive's server, initialised from it
+    for backing in used:
         secret, key = backing.split("/")
         assert key in secrets[secret]["stringData"], backing
+    assert {backing.split("/")[0] for backing in used} == secrets.keys()  # none unused
     assert secrets[runtime.files["SIDECAR_TLS__CERT_FILE"].split("/")[0]]["type"] == (
         "kubernetes.io/tls"
     )
-    for mount in container("sidecar")["volumeMounts"]:
-        if mount["name"] in ("tls", "audit-key", "config"):
-            assert mount["readOnly"] is True, mount["name"]
+
+
+def test_the_secret_example_holds_placeholders_the_sidecar_refuses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Applied by mistake, the example must fail loudly, not run with made-up secrets."""
+    values = {
+        f"{name}/{key}": value
+        for name, secret in example_secrets().items()
+        for key, value in secret["stringData"].items()
+    }
+    assert len(values) == 5
+    for backing, value in values.items():
+        assert value.startswith("PLACEHOLDER - "), backing
+    monkeypatch.setenv("SIDECAR_ARCHIVE__URL", values["sidecar-archive/url"])
+    with pytest.raises(ConfigError) as failure:
+        load_settings(EXAMPLE_CONFIG, complete=False)
+    assert [problem.split(":")[0] for problem in failure.value.problems] == ["archive.url"]
 
 
 def test_compose_files_come_from_compose_secrets() -> None:
     runtime = compose_runtime()
-    service = compose()["services"]["sidecar"]
-    assert set(runtime.files.values()) <= set(service["secrets"])
+    services = compose()["services"]
+    assert set(runtime.files.values()) <= set(services["sidecar"]["secrets"])
+    assert runtime.files["PGPASSFILE"] == "archive_pgpass"
     declared = compose()["secrets"]
-    for name in service["secrets"]:
+    used = {name for service in services.values() for name in service.get("secrets", [])}
+    assert used == declared.keys()
+    for name in sorted(used):
         source = Path(declared[name]["file"])
         assert source.parts[0] == "secrets", source
         ignored = subprocess.run(
@@ -495,16 +564,20 @@ def test_compose_files_come_from_compose_secrets() -> None:
 
 
 def local_environment(
-    runtime: Runtime, *, cert_files: tuple[Path, Path], key_file: Path
+    runtime: Runtime, *, cert_files: tuple[Path, Path], key_file: Path, pgpass_file: Path
 ) -> dict[str, str]:
-    """The deployment's environment with each secret file replaced by a real local file."""
+    """The deployment's environment with each secret replaced by a real local file or value;
+    its archive points at a PostgreSQL that is not there."""
     local = {
         "SIDECAR_TLS__CERT_FILE": str(cert_files[0]),
         "SIDECAR_TLS__KEY_FILE": str(cert_files[1]),
         "SIDECAR_AUDIT__ENCRYPTION_KEY_FILE": str(key_file),
+        "PGPASSFILE": str(pgpass_file),
+        "SIDECAR_ARCHIVE__URL": ABSENT_ARCHIVE_URL,
     }
-    assert set(runtime.files) <= local.keys()
-    return {**runtime.env, **{name: local[name] for name in runtime.files}}
+    replaced = {*runtime.files, *runtime.secret_values}
+    assert replaced <= local.keys()
+    return {**runtime.env, **{name: local[name] for name in replaced}}
 
 
 @pytest.fixture
@@ -514,15 +587,27 @@ def audit_key_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def pgpass_file(tmp_path: Path) -> Path:
+    """A .pgpass of the shape deploy/README.md makes, 0600 as libpq wants it."""
+    path = tmp_path / "archive.pgpass"
+    path.write_text("127.0.0.1:1:sidecar:sidecar:not-a-password\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
 @pytest.mark.parametrize("where", ["compose", "kubernetes"])
 def test_the_example_config_is_complete_with_the_deployments_environment(
     where: str,
     cert_files: tuple[Path, Path],
     audit_key_file: Path,
+    pgpass_file: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     runtime = compose_runtime() if where == "compose" else kubernetes_runtime()
-    env = local_environment(runtime, cert_files=cert_files, key_file=audit_key_file)
+    env = local_environment(
+        runtime, cert_files=cert_files, key_file=audit_key_file, pgpass_file=pgpass_file
+    )
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings(EXAMPLE_CONFIG)  # complete: upstream and certificate required
@@ -531,6 +616,9 @@ def test_the_example_config_is_complete_with_the_deployments_environment(
     BodyCipher.from_file(settings.audit.encryption_key_file)
     assert settings.upstream.url == runtime.env["SIDECAR_UPSTREAM__URL"]
     assert settings.redis.url == runtime.env["SIDECAR_REDIS__URL"]
+    # Both deployments archive: compose to the URL it writes out, Kubernetes to the Secret's.
+    assert settings.archive.url == runtime.env.get("SIDECAR_ARCHIVE__URL", ABSENT_ARCHIVE_URL)
+    assert settings.archive.redis_window_s == 3600  # the window Redis is sized for (README)
 
 
 def test_without_the_environment_the_example_config_is_incomplete() -> None:
@@ -592,6 +680,22 @@ def test_containers_are_locked_down() -> None:
     assert str(sidecar["securityContext"]["runAsUser"]) == final.last("USER").split(":")[0]
     assert spec["securityContext"]["fsGroup"] == sidecar["securityContext"]["runAsGroup"]
     assert sidecar["resources"]["limits"]["memory"] == "256Mi"
+
+
+@pytest.mark.parametrize("name", ["redis", "postgres"])
+def test_the_stateful_sets_are_locked_down_too(name: str) -> None:
+    pod = pod_spec("StatefulSet", name)
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    for spec in pod["containers"]:
+        context = spec["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True, spec["name"]
+        assert context["allowPrivilegeEscalation"] is False, spec["name"]
+        assert context["capabilities"]["drop"] == ["ALL"], spec["name"]
+        assert context.get("runAsUser", pod["securityContext"]["runAsUser"]) > 0, spec["name"]
+        assert "memory" in spec["resources"]["limits"], spec["name"]
+        assert spec["resources"]["requests"], spec["name"]
 
 
 def test_the_app_is_reachable_only_from_inside_the_pod() -> None:
@@ -664,11 +768,78 @@ def test_redis_is_a_stateful_set_with_a_volume_and_append_only_file() -> None:
     url = urlsplit(k8s_env()["SIDECAR_REDIS__URL"])
     assert url.hostname == service["metadata"]["name"]
     assert url.port in {port["port"] for port in service["spec"]["ports"]}
-    policy = kube("NetworkPolicy", "redis")
+    assert_only_the_sidecars_reach("redis")
+
+
+def assert_only_the_sidecars_reach(name: str) -> None:
+    """The StatefulSet's headless Service selects its pods, and its NetworkPolicy admits only
+    the app's pods (the sidecars), only on the Service's port."""
+    stateful_set = kube("StatefulSet", name)
+    labels = stateful_set["spec"]["template"]["metadata"]["labels"]
+    service = kube("Service", stateful_set["spec"]["serviceName"])
+    assert service["spec"]["clusterIP"] == "None"  # headless: the pod's own stable name
+    assert service["spec"]["selector"].items() <= labels.items()
+    [port] = service["spec"]["ports"]
+    [server] = stateful_set["spec"]["template"]["spec"]["containers"]
+    assert container_port(server, port["targetPort"]) == port["port"]
+    policy = kube("NetworkPolicy", name)
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
     [rule] = policy["spec"]["ingress"]
     assert [peer["podSelector"]["matchLabels"] for peer in rule["from"]] == [
         kube("Deployment", "app")["spec"]["selector"]["matchLabels"]
     ]
+    assert [p["port"] for p in rule["ports"]] == [port["port"]]
+
+
+def postgres_env(pod: dict[str, Any]) -> dict[str, str]:
+    [server] = pod["containers"]
+    env = k8s_env(server["name"], pod)
+    assert "POSTGRES_PASSWORD" not in env, "the password comes from a Secret's file"
+    return env
+
+
+_IMAGE_MAJOR = re.compile(r"postgres:(\d+)(@sha256:[0-9a-f]{64})?")
+
+
+def test_postgres_is_a_stateful_set_on_a_claim_that_only_the_sidecars_reach() -> None:
+    stateful_set = kube("StatefulSet", "postgres")
+    pod = stateful_set["spec"]["template"]["spec"]
+    [server] = pod["containers"]
+    # A major version, not `latest` nor a minor: a new major cannot read the old data directory.
+    assert _IMAGE_MAJOR.fullmatch(server["image"]), server["image"]
+    [claim] = stateful_set["spec"]["volumeClaimTemplates"]
+    [data] = [m for m in server["volumeMounts"] if m["name"] == claim["metadata"]["name"]]
+    # Below the claim's root, which may hold lost+found where initdb wants an empty directory.
+    pgdata = Path(postgres_env(pod)["PGDATA"])
+    assert Path(data["mountPath"]) in pgdata.parents
+    probe = server["readinessProbe"]["exec"]["command"]
+    assert probe[0] == "pg_isready"
+    assert probe[probe.index("--host") + 1] == "127.0.0.1"  # not the init server's socket
+    assert "livenessProbe" not in server  # a restart would only start crash recovery again
+    # Writable where the server writes, though its root filesystem is not.
+    mounted = {m["mountPath"] for m in server["volumeMounts"]}
+    assert {"/var/run/postgresql", "/tmp"} <= mounted
+    assert pod["terminationGracePeriodSeconds"] > 30  # the shutdown checkpoint
+    assert_only_the_sidecars_reach("postgres")
+
+
+def readme_archive_url() -> tuple[str, str, int, str]:
+    """(user, host, port, database) of the archive.url deploy/README.md makes for Kubernetes."""
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    [match] = re.findall(r"printf 'postgresql://(\w+):%s@([\w.-]+):(\d+)/(\w+)(\\n)?'", readme)
+    user, host, port, database, newline = match
+    # The Secret's bytes become the variable's value: a newline would be in the database name.
+    assert not newline
+    return user, host, int(port), database
+
+
+def test_the_documented_archive_url_names_the_in_cluster_postgres() -> None:
+    env = postgres_env(pod_spec("StatefulSet", "postgres"))
+    service = kube("Service", kube("StatefulSet", "postgres")["spec"]["serviceName"])
+    [port] = service["spec"]["ports"]
+    name = service["metadata"]["name"]
+    assert readme_archive_url() == (env["POSTGRES_USER"], name, port["port"], env["POSTGRES_DB"])
 
 
 # --- compose --------------------------------------------------------------------------------
@@ -677,9 +848,9 @@ def test_redis_is_a_stateful_set_with_a_volume_and_append_only_file() -> None:
 def test_compose_runs_the_sidecar_in_front_of_an_unexposed_app() -> None:
     settings = example_settings()
     services = compose()["services"]
-    assert set(services) == {"app", "sidecar", "redis"}
+    assert set(services) == {"app", "sidecar", "redis", "postgres"}
     networks = compose()["networks"]
-    for name in ("app", "redis"):
+    for name in ("app", "redis", "postgres"):
         assert "ports" not in services[name], name
         for network in services[name]["networks"]:
             assert networks[network].get("internal") is True, f"{name} on {network}"
@@ -714,6 +885,49 @@ def test_compose_redis_persists_and_is_health_checked() -> None:
     [volume] = redis["volumes"]
     assert volume.split(":")[0] in compose()["volumes"]
     assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
+
+
+def test_compose_postgres_persists_is_health_checked_and_reads_its_password_from_a_secret() -> None:
+    postgres = compose()["services"]["postgres"]
+    # The same major as in Kubernetes: one version to test the schema against.
+    assert _IMAGE_MAJOR.fullmatch(postgres["image"]), postgres["image"]
+    assert postgres["image"] == container("postgres", pod_spec("StatefulSet", "postgres"))["image"]
+    [volume] = postgres["volumes"]
+    name, data_dir = volume.split(":")
+    assert name in compose()["volumes"]
+    assert data_dir == "/var/lib/postgresql/data"  # the image's PGDATA up to major 17
+    check = postgres["healthcheck"]["test"]
+    assert check[:2] == ["CMD", "pg_isready"]
+    assert check[check.index("--host") + 1] == "127.0.0.1"  # not the init server's socket
+    env = postgres["environment"]
+    assert "POSTGRES_PASSWORD" not in env, "the password comes from a compose secret"
+    password = Path(env["POSTGRES_PASSWORD_FILE"])
+    assert password.parent == Path("/run/secrets")
+    assert password.name in postgres["secrets"]
+    assert compose_seconds(postgres["stop_grace_period"]) > 10  # compose's default cuts it
+
+
+def test_compose_archives_into_its_postgres_with_the_password_in_a_secret() -> None:
+    """The URL carries no password (compose passes secrets as files only, and archive.url has
+    no _file form): libpq reads it from PGPASSFILE, whose line must match the URL."""
+    url = urlsplit(compose_env()["SIDECAR_ARCHIVE__URL"])
+    assert url.scheme == "postgresql"
+    assert url.password is None
+    assert url.hostname
+    postgres = compose()["services"][url.hostname]
+    assert postgres["image"].startswith("postgres:")
+    assert url.port == 5432  # the image's
+    assert url.username == postgres["environment"]["POSTGRES_USER"]
+    assert url.path == "/" + postgres["environment"]["POSTGRES_DB"]
+    assert compose_runtime().files["PGPASSFILE"] in compose()["services"]["sidecar"]["secrets"]
+    # deploy/README.md makes the .pgpass line: host:port:database:user:password, exactly.
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    line = f"{url.hostname}:{url.port}:{url.path[1:]}:{url.username}:%s\\n"
+    assert f"printf '{line}'" in readme
+    # Ordered after it, but not waiting for it: the sidecar serves without its archive.
+    assert compose()["services"]["sidecar"]["depends_on"]["postgres"] == {
+        "condition": "service_started"
+    }
 
 
 # --- the Dockerfile -----------------------------------------------------------------------
@@ -825,17 +1039,27 @@ def test_the_build_context_keeps_what_the_image_needs_and_drops_the_rest() -> No
 
 _PRIVATE_KEY = re.compile(r"-----BEGIN ([A-Z0-9 ]+ )?PRIVATE KEY-----")
 _AUDIT_KEY_LINE = re.compile(r"[A-Za-z0-9_-]{1,32}:[A-Za-z0-9+/]{43}=")
+# A password in a PostgreSQL URL: only the README's printf slot or a word in capitals may stand
+# there, never a value.
+_URL_PASSWORD = re.compile(r"postgres(?:ql)?://[^:/@\s]+:([^@\s]+)@")
+_PASSWORD_STAND_INS = frozenset({"%s", "PASSWORD"})
 
 
 def test_nothing_secret_is_committed_under_deploy() -> None:
     files = [path for path in DEPLOY.rglob("*") if path.is_file()]
-    assert len(files) >= 13
+    assert len(files) >= 14
+    stand_ins = set()
     for path in files:
         text = path.read_text(encoding="utf-8")
         assert not _PRIVATE_KEY.search(text), path
         assert not KEY_PATTERN.search(text), path
         assert not _AUDIT_KEY_LINE.search(text), path
+        passwords = set(_URL_PASSWORD.findall(text))
+        assert passwords <= _PASSWORD_STAND_INS, (path, passwords)
+        stand_ins |= passwords
+    assert stand_ins == _PASSWORD_STAND_INS  # the pattern does find the documented URLs
     # The patterns do find the real things.
+    assert _URL_PASSWORD.findall("postgresql://sidecar:0f3a9c@postgres:5432/sidecar") == ["0f3a9c"]
     assert _AUDIT_KEY_LINE.fullmatch(generate_key_line("k1"))
     # Built from parts, so secret scanners do not flag this file for a PEM header.
     assert _PRIVATE_KEY.search("-----BEGIN EC " + "PRIVATE KEY-----")
@@ -848,13 +1072,20 @@ def test_nothing_secret_is_committed_under_deploy() -> None:
 async def example_sidecar(
     cert_files: tuple[Path, Path],
     audit_key_file: Path,
+    pgpass_file: Path,
     redis_server: EmbeddedRedis,
     upstream: UpstreamServer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Running]:
-    """deploy/sidecar.yaml with the Kubernetes environment, on local ports, files and Redis."""
-    env = local_environment(kubernetes_runtime(), cert_files=cert_files, key_file=audit_key_file)
+    """deploy/sidecar.yaml with the Kubernetes environment, on local ports, files and Redis;
+    its archive is configured, but no PostgreSQL answers there."""
+    env = local_environment(
+        kubernetes_runtime(),
+        cert_files=cert_files,
+        key_file=audit_key_file,
+        pgpass_file=pgpass_file,
+    )
     env |= {
         "SIDECAR_UPSTREAM__URL": upstream.url,
         "SIDECAR_REDIS__URL": redis_server.url,
@@ -882,6 +1113,7 @@ async def test_the_example_config_serves_and_the_image_healthcheck_sees_it(
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
         async with session.get(f"{health}/readyz") as answer:
             assert answer.status == 200, await answer.text()
+            assert "archive" in (await answer.json())["checks"]
         async with session.get(
             f"https://localhost:{example_sidecar.proxy_port}/status", ssl=client_ssl
         ) as answer:
@@ -894,6 +1126,10 @@ async def test_the_example_config_serves_and_the_image_healthcheck_sees_it(
             f"https://localhost:{example_sidecar.proxy_port}/elsewhere", ssl=client_ssl
         ) as answer:
             assert answer.status == 403  # default_route: deny
+        # Those requests' records are for the archive, whose PostgreSQL is not there: /readyz
+        # says so, and stays 200 (the records wait in Redis; SPEC §15).
+        archive = await archive_check_once_failing(session, f"{health}/readyz")
+        assert "PostgreSQL unreachable" in archive, archive
 
     default = f"127.0.0.1:{Health().port}/"
     actual = f"127.0.0.1:{example_sidecar.health_port}/"
@@ -908,6 +1144,19 @@ async def test_the_example_config_serves_and_the_image_healthcheck_sees_it(
         # …and fails when nothing answers there: the check can tell.
         closed = command[-1].replace(default, "127.0.0.1:1/")
         assert await exit_code(command, closed) != 0, where
+
+
+async def archive_check_once_failing(session: aiohttp.ClientSession, readyz: str) -> str:
+    """/readyz's `archive` check once the archiver has tried and failed, each answer 200."""
+    deadline = asyncio.get_running_loop().time() + 15
+    while True:
+        async with session.get(readyz) as answer:
+            body = await answer.json()
+            assert answer.status == 200, body
+        archive: str = body["checks"]["archive"]
+        if archive != "ok" or asyncio.get_running_loop().time() > deadline:
+            return archive
+        await asyncio.sleep(0.1)
 
 
 async def exit_code(command: list[str], last_argument: str) -> int:
