@@ -18,11 +18,13 @@ Only the proxy's throughput with the archive on is measured in the rounds (a tar
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import orjson
 import psycopg
 import redis
 import redis.asyncio as aioredis
@@ -31,6 +33,7 @@ from sidecar.archive.archiver import Archiver
 from sidecar.archive.schema import migrate
 from sidecar.archive.store import ArchiveStore
 from sidecar.archive.tables import AUDIT_RECORDS, ArchivedStream
+from sidecar.audit.crypto import BodyCipher
 from sidecar.config import Archive
 from sidecar.metrics import Metrics
 
@@ -58,6 +61,7 @@ class ArchiveFigures:
     record_bytes: int | None = None  # the JSON document itself
     # (seconds into the load, stream length, MEMORY USAGE bytes) for the flat-memory check
     samples: list[tuple[float, int, int]] = field(default_factory=list)
+    encrypted: ArchiveFigures | None = None  # the same record with its content encrypted
 
     @property
     def records_per_s(self) -> float | None:
@@ -78,6 +82,13 @@ def sample_record(redis_url: str) -> bytes | None:
     _entry_id, fields = newest[0]
     value = fields.get(b"record")
     return value if isinstance(value, bytes) else None
+
+
+def encrypted_copy(record: bytes) -> bytes:
+    """`record` as a sidecar with `audit.encryption_key_file` writes it: its content fields
+    sealed (AES-GCM, base64), which neither Redis nor PostgreSQL can compress."""
+    cipher = BodyCipher([("bench", os.urandom(32))])
+    return orjson.dumps(cipher.encrypt_record(orjson.loads(record)))
 
 
 def measure_throughput(redis_url: str, archive_url: str, record: bytes) -> ArchiveFigures:

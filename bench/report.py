@@ -374,6 +374,15 @@ def _archive_section(results: Results) -> list[str]:
             ["Redis under sustained load, window full", figures.note or "-"],
         ],
     )
+    sealed = figures.encrypted
+    if sealed is not None:
+        lines += [
+            "The same record with its content encrypted (`audit.encryption_key_file`): "
+            f"{_num(sealed.record_bytes)} bytes, {_num(sealed.redis_bytes_per_record)} in Redis, "
+            f"{_num(sealed.postgres_bytes_per_record)} in PostgreSQL per record; archived at "
+            f"{_num(sealed.records_per_s)} records/s.",
+            "",
+        ]
     if figures.samples:
         shown = figures.samples[:: max(1, len(figures.samples) // 12)]
         lines += [
@@ -387,6 +396,7 @@ def _archive_section(results: Results) -> list[str]:
         "only the window, the default `archive.redis_window_s` of 3600 s):",
         "",
     ]
+    sealed_b = (sealed.postgres_bytes_per_record or 0) if sealed is not None else 0
     rows = [
         [
             f"{rate:,} req/s",
@@ -394,11 +404,12 @@ def _archive_section(results: Results) -> list[str]:
             _size(redis_b * rate * 86400),
             _size(pg_b * rate * 86400),
             _size(pg_b * rate * 86400 * 90),
+            _size(sealed_b * rate * 86400 * 90) if sealed_b else "-",
         ]
         for rate in (10, 100, 1000)
     ]
     header = ["rate", "Redis, 1 h window", "Redis per day, no archive", "PostgreSQL per day"]
-    return lines + _table([*header, "PostgreSQL, 90 days"], rows)
+    return lines + _table([*header, "PostgreSQL, 90 days", "… encrypted"], rows)
 
 
 def _size(size: float) -> str:

@@ -309,6 +309,9 @@ class Bench:
             return
         fill_url = self._postgres.create_database("bench_fill")
         figures = archive.measure_throughput(self._redis_url, fill_url, record)
+        sealed_url = self._postgres.create_database("bench_fill_encrypted")
+        sealed = archive.encrypted_copy(record)
+        figures.encrypted = archive.measure_throughput(self._redis_url, sealed_url, sealed)
         figures.samples = sampler.samples
         figures.note = archive.flat_verdict(sampler.samples, archive.WINDOW_S)
         self.results.archive = figures
