@@ -186,15 +186,20 @@ class StreamSampler:
 
 
 def flat_verdict(samples: list[tuple[float, int, int]], window_s: float) -> str:
-    """Whether the stream's memory stopped growing once the window was full: the largest
-    sample of the last third against the largest of the middle third (both past the window
-    and one trim period)."""
+    """Whether the stream stopped growing once the window was full. The archiver trims every
+    10 s, so the stream is a sawtooth between one window and a window plus a trim period of
+    traffic: the peaks (entries; MEMORY USAGE follows them, with its node fill's noise) of the
+    last third are compared with the middle third's, both past the first window and trim."""
     settled = [s for s in samples if s[0] > 2 * window_s + 2]
     if len(settled) < 6:
         return "not enough samples past the window"
     third = len(settled) // 3
-    middle = max(memory for _t, _n, memory in settled[third : 2 * third])
-    last = max(memory for _t, _n, memory in settled[2 * third :])
+    middle = max(entries for _t, entries, _m in settled[third : 2 * third])
+    last = max(entries for _t, entries, _m in settled[2 * third :])
+    peak_mib = max(memory for _t, _n, memory in settled) / 2**20
     growth = last / middle - 1 if middle else float("inf")
-    shape = "flat" if growth <= 0.10 else "growing"
-    return f"{shape}: peak {last / 2**20:.1f} MiB in the last third, {growth:+.0%} on the middle's"
+    shape = "flat" if growth <= 0.15 else "growing"
+    return (
+        f"{shape}: at most {last:,} entries in the last third against {middle:,} in the middle "
+        f"({growth:+.0%}); peak {peak_mib:.0f} MiB"
+    )
