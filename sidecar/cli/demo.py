@@ -20,6 +20,7 @@ from typing import Any, TextIO
 import yaml
 from aiohttp import web
 
+from sidecar.audit.crypto import generate_key_line
 from sidecar.config import Health, Listen, Redis, Route, Settings, Shutdown, Tls, Upstream
 from sidecar.config.url_credentials import mask_url_credentials
 from sidecar.keys.hashing import SecretHasher
@@ -125,6 +126,18 @@ def _reading_config(workdir: Path, settings: Settings) -> Path:
     return path
 
 
+def _demo_key_file(workdir: Path, base: Settings) -> Path:
+    """The audit encryption key file: the configured one, else a fresh one for this demo, so
+    the records are encrypted at rest and MAC'd (`audit verify` checks them with it)."""
+    configured = base.audit.encryption_key_file
+    if configured is not None:
+        return configured
+    path = workdir / "audit.keys"
+    path.touch(mode=0o600)
+    path.write_text(generate_key_line("demo") + "\n", encoding="utf-8")
+    return path
+
+
 def _command() -> str:
     """How to run this sidecar's command line: the entry point beside this Python, if any."""
     beside = Path(sys.executable).parent / "sidecar"
@@ -151,7 +164,12 @@ async def run_demo(base: Settings, out: TextIO = sys.stdout) -> None:
                 "redis": redis,
                 "routes": base.routes or DEMO_ROUTES,
                 "shutdown": Shutdown(drain_s=0, grace_s=2),
-                "audit": base.audit.model_copy(update={"spool_dir": workdir / "spool"}),
+                "audit": base.audit.model_copy(
+                    update={
+                        "spool_dir": workdir / "spool",
+                        "encryption_key_file": _demo_key_file(workdir, base),
+                    }
+                ),
                 "archive": base.archive.model_copy(update={"url": archive_url}),
             }
         )
@@ -170,6 +188,7 @@ Each request's audit record is archived in PostgreSQL within a second or two; re
 (the archive and the newest window in Redis together) with:
   {_command()} audit query --since 1h --config {config}
   {_command()} archive status --config {config}
+  {_command()} audit verify --config {config}      # tamper evidence: exit 0, no findings
 """
         print(
             f"""
