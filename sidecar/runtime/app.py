@@ -13,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from sidecar.archive.archiver import create_archiver
+from sidecar.audit.activity_counters import ActivityCounters, CountActivity
 from sidecar.audit.admin_events import ADMIN_EVENTS_STREAM
 from sidecar.audit.events import EVENT_FIELD, EventLog
 from sidecar.audit.integrity import IntegrityKeys
@@ -132,6 +133,14 @@ async def open_sidecar(
                 settings, redis, audit_writer.writer_id, audit_keys.integrity, metrics
             )
             stack.push_async_callback(archiver.close)  # once its task is cancelled
+        count_activity: CountActivity | None = None
+        if archiver is None:  # with one, the archiver counts what it archives, exactly once
+            counters = ActivityCounters(
+                redis, settings.audit.retention_days, on_redis_error=metrics.redis_errors.inc
+            )
+            stack.push_async_callback(counters.flush)  # the last counts, once the tasks stop
+            tasks.start(counters.run())
+            count_activity = counters.count
         stack.push_async_callback(tasks.cancel_all)
         for writer in (audit_writer, event_writer):
             # On the way out: everything queued goes to Redis, or to the spool for next time.
@@ -180,7 +189,11 @@ async def open_sidecar(
             ),
             authenticator=authenticator,
             events=EventLog(
-                event_writer, metrics, audit_keys.cipher, durable_timeout_s=durable_timeout_s
+                event_writer,
+                metrics,
+                audit_keys.cipher,
+                durable_timeout_s=durable_timeout_s,
+                count_activity=count_activity,
             ),
             audit=AuditTrail(
                 settings,
@@ -188,6 +201,7 @@ async def open_sidecar(
                 audit_keys.cipher,
                 metrics,
                 durable_timeout_s=durable_timeout_s,
+                count_activity=count_activity,
             ),
             metrics=metrics,
             lifecycle=lifecycle,
