@@ -36,7 +36,7 @@ class AdminContext:
     cipher: BodyCipher | None  # decrypts audit records and events when a key is configured
     admin_events: AdminEventLog
     authenticator: Authenticator  # the proxy's: one argon2 cache, one per-IP failure limit
-    activity: ActivityReader | None = None  # None until the activity counters exist
+    activity: ActivityReader  # sidecar.admin.activity's, over the archive or Redis counters
     archive_url: str | None = None  # set: lists read the archive with the Redis window
 
 

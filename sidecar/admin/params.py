@@ -13,7 +13,7 @@ from aiohttp import web
 
 from sidecar.admin.endpoint import Param
 from sidecar.durations import parse_duration
-from sidecar.errors import Rejected
+from sidecar.errors import InvalidParameter
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
@@ -24,32 +24,6 @@ _MOMENT_FORMS = "use 30m, 24h, 7d or an RFC 3339 time"
 _STATUS = re.compile(r"([1-5])(xx|\d\d)")
 _METHOD = re.compile(r"[A-Z]{1,16}")
 _TEXT_MAX = 256
-
-
-class InvalidParameter(Rejected):
-    """400: a query parameter or body field that cannot be used; `detail` starts with its name
-    and never repeats a value longer than a name (a key pasted into the wrong field)."""
-
-    status = 400
-    title = "Invalid parameter"
-
-    def __init__(self, parameter: str, message: str) -> None:
-        super().__init__(f"{parameter}: {message}")
-        self.parameter = parameter
-
-
-class NotFound(Rejected):
-    """404: the key or record the path names does not exist."""
-
-    status = 404
-    title = "Not found"
-
-
-class Conflict(Rejected):
-    """409: the key's state does not allow the action (a name taken, a revoked key rotated)."""
-
-    status = 409
-    title = "Conflict"
 
 
 def read_query(request: web.Request, params: tuple[Param, ...]) -> dict[str, Any]:

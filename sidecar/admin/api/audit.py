@@ -13,8 +13,6 @@ from sidecar.admin.api.listing import PAGING, archive, page, source_of
 from sidecar.admin.endpoint import Param
 from sidecar.admin.paging import CHUNK
 from sidecar.admin.params import (
-    InvalidParameter,
-    NotFound,
     parse_method,
     parse_path_prefix,
     parse_status,
@@ -25,6 +23,7 @@ from sidecar.archive.database import database_errors
 from sidecar.archive.reader import Entry
 from sidecar.audit.entries import MalformedEntry, decode_entry
 from sidecar.audit.trail import RECORD_FIELD
+from sidecar.errors import InvalidParameter, NotFound
 
 if TYPE_CHECKING:
     from sidecar.admin.context import AdminContext

@@ -10,14 +10,17 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from sidecar.keys.lifecycle import Actor
-from sidecar.keys.scopes import ADMIN_SCOPES, check_admin_scope
 
-from sidecar.admin.params import Conflict, InvalidParameter, NotFound, check_fields, read_body
+from sidecar.admin.context import CALLER
+from sidecar.admin.params import check_fields, read_body
+from sidecar.audit.admin_events import Actor
 from sidecar.durations import parse_duration, parse_moment
+from sidecar.errors import Conflict, InvalidParameter, NotFound
 from sidecar.keys.format import check_name, check_scope
+from sidecar.keys.lifecycle import InvalidKeyRequest
 from sidecar.keys.records import KeyRecord
-from sidecar.keys.store import KeyStoreError, NewKey
+from sidecar.keys.scopes import ADMIN_SCOPES, check_admin_scope
+from sidecar.keys.store import KeyStoreError, NewKey, NoSuchKey
 
 if TYPE_CHECKING:
     from sidecar.admin.context import AdminContext
@@ -54,7 +57,7 @@ async def create_key(request: web.Request, context: AdminContext) -> web.StreamR
     """201 with the new key, shown this once."""
     body = await read_body(request)
     check_fields(body, CREATE_FIELDS)
-    name = _name(body.get("name"), "name", required=True)
+    name = _name(body.get("name"), "name")
     scopes = _scopes(body.get("scopes"))
     expires_at = None
     if body.get("expires") is not None:
@@ -65,7 +68,7 @@ async def create_key(request: web.Request, context: AdminContext) -> web.StreamR
             _EXPIRES_RULE,
         )
     allow_ips = _allow_ips(body.get("allow_ips"))
-    service = _name(body.get("service"), "service", required=False)
+    service = None if body.get("service") is None else _name(body["service"], "service")
     try:
         new = await context.lifecycle.create(
             name,
@@ -75,8 +78,10 @@ async def create_key(request: web.Request, context: AdminContext) -> web.StreamR
             service=service,
             actor=actor(request),
         )
+    except InvalidKeyRequest as exc:  # checked above already; the lifecycle checks again
+        raise InvalidParameter(exc.field, "not a value a key can have") from None
     except KeyStoreError as exc:
-        raise Conflict(str(exc)) from None
+        raise _refusal(exc) from None
     return _shown_once(new, context)
 
 
@@ -92,7 +97,7 @@ async def rotate_key(request: web.Request, context: AdminContext) -> web.StreamR
             name, grace_s=grace.total_seconds(), actor=actor(request)
         )
     except KeyStoreError as exc:
-        raise Conflict(str(exc)) from None
+        raise _refusal(exc) from None
     return _shown_once(new, context)
 
 
@@ -102,7 +107,7 @@ async def revoke_key(request: web.Request, context: AdminContext) -> web.StreamR
     try:
         ids = await context.lifecycle.revoke(name, actor=actor(request))
     except KeyStoreError as exc:
-        raise NotFound(str(exc)) from None
+        raise _refusal(exc) from None
     return web.json_response({"name": name, "revoked": ids})
 
 
@@ -112,20 +117,18 @@ async def delete_key(request: web.Request, context: AdminContext) -> web.StreamR
     try:
         await context.lifecycle.delete(name, actor=actor(request))
     except KeyStoreError as exc:
-        raise NotFound(str(exc)) from None
+        raise _refusal(exc) from None
     return web.Response(status=204)
 
 
 def actor(request: web.Request) -> Actor:
     """The calling admin key, as the admin events name it."""
-    caller = request["admin"]
-    return Actor(
-        kind="key",
-        name=caller.name,
-        key_id=caller.key_id,
-        client_ip=caller.client_ip,
-        request_id=caller.request_id,
-    )
+    return request[CALLER].actor()
+
+
+def _refusal(exc: KeyStoreError) -> NotFound | Conflict:
+    # The store's messages name the key, never its string: safe to pass on.
+    return NotFound(str(exc)) if isinstance(exc, NoSuchKey) else Conflict(str(exc))
 
 
 async def _newest(request: web.Request, context: AdminContext) -> KeyRecord:
@@ -157,9 +160,7 @@ def _string(value: object, field: str) -> str:
     return value
 
 
-def _name(value: object, field: str, *, required: bool) -> str | None:
-    if value is None and not required:
-        return None
+def _name(value: object, field: str) -> str:
     if value is None:
         raise InvalidParameter(field, "is required")
     text = _string(value, field)
