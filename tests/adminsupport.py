@@ -66,7 +66,8 @@ class AdminClient:
         await self._validate(method, path, answer)
         return answer
 
-    async def get(self, path: str, key: str | None = None, **params: str) -> Answer:
+    async def get(self, path: str, key: str | None = None, /, **params: str) -> Answer:
+        # Positional-only: `key` is a query parameter of several lists too.
         return await self.call("GET", path, key, params=params)
 
     async def _validate(self, method: str, path: str, answer: Answer) -> None:

@@ -1,193 +1,167 @@
-"""The admin API's stream lists (events, audit) over real TLS on loopback with a real Redis:
-paging exactly once while new entries arrive, bodies left out, bad filters answered 400
-naming the parameter.
-
-Until the admin server (helper A's `create_admin_app`) is on this branch, the handlers are
-mounted on a minimal app here: the same handlers and parameter declarations, a stand-in
-for the context, and the one error table (`problem_response`)."""
+"""The admin API's stream lists (events, audit, admin events) on a running sidecar's admin port,
+over entries the proxy itself wrote: paging exactly once while new entries arrive, the filters,
+and bad filters answered 400 naming the parameter. Every answer is validated against the served
+OpenAPI document."""
 
 from __future__ import annotations
 
-import json
-import ssl
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import pytest
-import redis.asyncio as aioredis
-from aiohttp import web
 
-from sidecar.admin.api import audit, events
-from sidecar.config import Settings
-from sidecar.errors import Rejected
-from sidecar.proxy.problems import problem_response
-from tests.conftest import SettingsFactory
+from sidecar.keys.scopes import AUDIT, KEYS, READ
+from tests.adminsupport import PREFIX, AdminSidecar, admin_sidecar
+from tests.authsupport import call
+from tests.helpers import wait_until
 
-EVENTS_STREAM = "sidecar:auth-events"
-AUDIT_STREAM = "sidecar:audit"
+__all__ = ["admin_sidecar"]  # the fixture, imported for pytest to find
 
-
-@dataclass
-class StandInContext:
-    """The fields of `AdminContext` the reading handlers use."""
-
-    settings: Settings
-    redis: aioredis.Redis
-    cipher: None = None
-    archive_url: str | None = None
+EVENTS = f"{PREFIX}/events"
+AUDIT_LIST = f"{PREFIX}/audit"
+PAGES = 100  # bounds every paging loop: 60 items at 7 a page are 9 pages
 
 
-@dataclass
-class Admin:
-    session: aiohttp.ClientSession
-    url: str
-
-    async def get(self, path: str, **params: str) -> tuple[int, Any]:
-        async with self.session.get(self.url + path, params=params) as response:
-            return response.status, json.loads(await response.read())
+async def refused(sidecar: AdminSidecar, n: int) -> str:
+    """One request without a key (a `missing_key` event); its request id."""
+    answer = await call(sidecar.proxy, f"/v1/orders/{n}")
+    assert answer.status == 401
+    return answer.request_id
 
 
-def bound(handler: Any, context: StandInContext) -> Any:
-    async def serve(request: web.Request) -> web.StreamResponse:
-        response: web.StreamResponse = await handler(request, context)
-        return response
-
-    return serve
+async def listed_ids(sidecar: AdminSidecar, key: str, path: str, /, **params: str) -> list[str]:
+    answer = await sidecar.admin.get(path, key, **params)
+    assert answer.status == 200, answer.body
+    return [item["request_id"] for item in answer.body["items"]]
 
 
-@pytest.fixture
-async def admin(
-    make_settings: SettingsFactory,
-    redis_client: aioredis.Redis,
-    cert_files: Any,
-    client_ssl: ssl.SSLContext,
-) -> AsyncIterator[Admin]:
-    context = StandInContext(make_settings(), redis_client)
+async def wait_listed(sidecar: AdminSidecar, key: str, path: str, ids: list[str]) -> None:
+    """Until the newest entries are `ids` (the writers batch: kept soon, not at once)."""
 
-    @web.middleware
-    async def problems(request: web.Request, handler: Any) -> web.StreamResponse:
-        try:
-            response: web.StreamResponse = await handler(request)
-        except Rejected as exc:
-            return problem_response(exc, "test")
-        return response
+    async def kept() -> bool:
+        newest = await listed_ids(sidecar, key, path, limit="500")
+        return newest[: len(ids)] == ids
 
-    app = web.Application(middlewares=[problems])
-    for path, handler in (
-        ("/admin/v1/events", events.list_events),
-        ("/admin/v1/audit", audit.list_audit),
-        ("/admin/v1/audit/{request_id}", audit.get_audit),
-    ):
-        app.router.add_get(path, bound(handler, context))
-    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ssl.load_cert_chain(*cert_files)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl))
-    try:
-        yield Admin(session, f"https://localhost:{port}")
-    finally:
-        await session.close()
-        await runner.cleanup()
-
-
-async def add_event(redis: aioredis.Redis, n: int, event: str = "unknown_key") -> None:
-    document = {"ts": "2030-01-01T00:00:00+00:00", "event": event, "n": n, "client_ip": "127.0.0.1"}
-    await redis.xadd(EVENTS_STREAM, {"event": json.dumps(document)})
+    await wait_until(kept, within=5)
 
 
 async def test_paging_returns_every_event_exactly_once_while_new_ones_arrive(
-    admin: Admin, redis_client: aioredis.Redis
+    admin_sidecar: AdminSidecar,
 ) -> None:
-    for n in range(120):
-        await add_event(redis_client, n)
-    seen: list[int] = []
+    sidecar = admin_sidecar
+    reader = await sidecar.key("reader", [READ])
+    sent = [await refused(sidecar, n) for n in range(60)]
+    await wait_listed(sidecar, reader, EVENTS, sent[::-1])
+    seen: list[str] = []
     cursor: str | None = None
-    for page_number in range(100):  # bounded: 120 items at 7 a page is 18 pages
+    for page_number in range(PAGES):
         params = {"limit": "7"} | ({"cursor": cursor} if cursor else {})
-        status, body = await admin.get("/admin/v1/events", **params)
-        assert status == 200, body
-        seen += [item["n"] for item in body["items"]]
-        await add_event(redis_client, 1000 + page_number)  # arrives while the client pages
-        cursor = body["next_cursor"]
+        answer = await sidecar.admin.get(EVENTS, reader, **params)
+        assert answer.status == 200, answer.body
+        seen += [item["request_id"] for item in answer.body["items"]]
+        await refused(sidecar, 1000 + page_number)  # arrives while the client pages
+        cursor = answer.body["next_cursor"]
         if cursor is None:
             break
-    assert seen == list(range(119, -1, -1))
-    status, body = await admin.get("/admin/v1/events", limit="500")
-    assert [item["n"] for item in body["items"]][-120:] == list(range(119, -1, -1))
-    assert all(item["n"] >= 1000 for item in body["items"][:-120])
+    assert cursor is None
+    assert seen == sent[::-1]
 
 
-async def test_the_event_filter_keeps_only_that_event(
-    admin: Admin, redis_client: aioredis.Redis
-) -> None:
-    for n in range(6):
-        await add_event(redis_client, n, "missing_key" if n % 2 else "rate_limited")
-    status, body = await admin.get("/admin/v1/events", event="missing_key", until="1h")
-    assert (status, body["items"]) == (200, [])  # their ts is in 2030, after `until`
-    status, body = await admin.get("/admin/v1/events", event="missing_key")
-    assert [item["n"] for item in body["items"]] == [5, 3, 1]
+async def test_the_event_filters_keep_only_their_events(admin_sidecar: AdminSidecar) -> None:
+    sidecar = admin_sidecar
+    reader = await sidecar.key("reader", [READ])
+    orders = await sidecar.key("orders", ["orders:read"])
+    missing = await refused(sidecar, 1)
+    wrong_scope = await call(sidecar.proxy, "/v1/orders/1", key=orders, method="POST")
+    assert wrong_scope.status == 403
+    await wait_listed(sidecar, reader, EVENTS, [wrong_scope.request_id, missing])
+    assert await listed_ids(sidecar, reader, EVENTS, event="missing_key") == [missing]
+    assert await listed_ids(sidecar, reader, EVENTS, key="orders") == [wrong_scope.request_id]
+    assert await listed_ids(sidecar, reader, EVENTS, ip="127.0.0.1", limit="1") == [
+        wrong_scope.request_id
+    ]
+    assert await listed_ids(sidecar, reader, EVENTS, since="1h") == [
+        wrong_scope.request_id,
+        missing,
+    ]
+    assert await listed_ids(sidecar, reader, EVENTS, until="2000-01-01T00:00:00Z") == []
+
+
+async def test_the_audit_filters_and_one_record_whole(admin_sidecar: AdminSidecar) -> None:
+    sidecar = admin_sidecar
+    auditor = await sidecar.key("auditor", [READ, AUDIT])
+    orders = await sidecar.key("orders", ["orders:read", "orders:write"])
+    got = await call(sidecar.proxy, "/v1/orders/1", key=orders)
+    posted = await call(sidecar.proxy, "/v1/orders/2", key=orders, method="POST", json={"n": 2})
+    assert (got.status, posted.status) == (200, 200)
+    await wait_listed(sidecar, auditor, AUDIT_LIST, [posted.request_id, got.request_id])
+    assert await listed_ids(sidecar, auditor, AUDIT_LIST, method="POST") == [posted.request_id]
+    assert await listed_ids(sidecar, auditor, AUDIT_LIST, path_prefix="/v1/orders/1") == [
+        got.request_id
+    ]
+    assert await listed_ids(sidecar, auditor, AUDIT_LIST, status="2xx", key="orders") == [
+        posted.request_id,
+        got.request_id,
+    ]
+    assert await listed_ids(sidecar, auditor, AUDIT_LIST, status="404") == []
+    whole = await sidecar.admin.get(f"{AUDIT_LIST}/{posted.request_id}", auditor)
+    assert whole.status == 200
+    assert whole.body["method"] == "POST"
+    assert "raw_body" in whole.body["request"]
+    missing = await sidecar.admin.get(f"{AUDIT_LIST}/no-such-request", auditor)
+    assert missing.status == 404
+
+
+async def test_admin_events_filter_by_action_actor_and_target(admin_sidecar: AdminSidecar) -> None:
+    sidecar = admin_sidecar
+    operator = await sidecar.key("operator", [READ, KEYS])
+    for name in ("a", "b"):
+        body = {"name": name, "scopes": ["orders:read"]}
+        assert (
+            await sidecar.admin.call("POST", f"{PREFIX}/keys", operator, body=body)
+        ).status == 201
+    assert (await sidecar.admin.call("POST", f"{PREFIX}/keys/a/revoke", operator)).status == 200
+    path = f"{PREFIX}/admin-events"
+
+    async def targets(**params: str) -> list[tuple[str, str]]:
+        answer = await sidecar.admin.get(path, operator, **params)
+        assert answer.status == 200
+        return [(item["action"], item["target"]) for item in answer.body["items"]]
+
+    assert await targets(action="key_created") == [("key_created", "b"), ("key_created", "a")]
+    assert await targets(target="a") == [("key_revoked", "a"), ("key_created", "a")]
+    assert len(await targets(actor="operator")) == 3
+    assert await targets(actor="someone-else") == []
 
 
 @pytest.mark.parametrize(
     ("path", "params", "parameter"),
     [
-        ("/admin/v1/events", {"since": "yesterday"}, "since"),
-        ("/admin/v1/events", {"until": "2027-01-31"}, "until"),
-        ("/admin/v1/events", {"limit": "0"}, "limit"),
-        ("/admin/v1/events", {"limit": "501"}, "limit"),
-        ("/admin/v1/events", {"cursor": "not-a-cursor"}, "cursor"),
-        ("/admin/v1/events", {"colour": "red"}, "'colour'"),
-        ("/admin/v1/audit", {"status": "4x"}, "status"),
-        ("/admin/v1/audit", {"method": "G3T"}, "method"),
-        ("/admin/v1/audit", {"path_prefix": "v1"}, "path_prefix"),
+        (EVENTS, {"since": "yesterday"}, "since"),
+        (EVENTS, {"until": "2027-01-31"}, "until"),
+        (EVENTS, {"limit": "0"}, "limit"),
+        (EVENTS, {"limit": "501"}, "limit"),
+        (EVENTS, {"cursor": "not-a-cursor"}, "cursor"),
+        (EVENTS, {"colour": "red"}, "'colour'"),
+        (AUDIT_LIST, {"status": "4x"}, "status"),
+        (AUDIT_LIST, {"method": "G3T"}, "method"),
+        (AUDIT_LIST, {"path_prefix": "v1"}, "path_prefix"),
+        (f"{PREFIX}/activity", {"range": "2h"}, "range"),
+        (f"{PREFIX}/admin-events", {"limit": "x"}, "limit"),
     ],
 )
 async def test_a_bad_filter_is_a_400_naming_the_parameter(
-    admin: Admin, path: str, params: dict[str, str], parameter: str
+    admin_sidecar: AdminSidecar, path: str, params: dict[str, Any], parameter: str
 ) -> None:
-    status, body = await admin.get(path, **params)
-    assert status == 400
-    assert body["detail"].startswith(f"{parameter}: ")
+    reader = await admin_sidecar.key("reader", [READ])
+    answer = await admin_sidecar.admin.get(path, reader, **params)
+    assert answer.status == 400
+    assert answer.body["detail"].startswith(f"{parameter}: ")
 
 
-async def test_since_names_the_forms_it_takes(admin: Admin) -> None:
-    status, body = await admin.get("/admin/v1/events", since="sk_live_not_a_time")
-    assert (status, body["detail"]) == (400, "since: use 30m, 24h, 7d or an RFC 3339 time")
-
-
-async def test_audit_lists_records_without_bodies_and_one_record_whole(
-    admin: Admin, redis_client: aioredis.Redis
+async def test_since_names_the_forms_it_takes_never_the_value(
+    admin_sidecar: AdminSidecar,
 ) -> None:
-    for n, status in enumerate((200, 404, 503)):
-        record = {
-            "ts": "2030-01-01T00:00:00+00:00",
-            "request_id": f"req-{n}",
-            "method": "POST",
-            "path": f"/v1/orders/{n}",
-            "key_name": "orders",
-            "request": {"headers": {}, "raw_body": "raw", "mapped_body": "mapped"},
-            "response": {"status": status, "headers": {}, "body": "answer"},
-        }
-        await redis_client.xadd(AUDIT_STREAM, {"record": json.dumps(record)})
-    status, body = await admin.get("/admin/v1/audit", status="4xx", key="orders")
-    assert status == 200
-    [item] = body["items"]
-    assert item["request_id"] == "req-1"
-    assert "raw_body" not in item["request"]
-    assert "mapped_body" not in item["request"]
-    assert "body" not in item["response"]
-    status, body = await admin.get("/admin/v1/audit", path_prefix="/v1/orders/2")
-    assert [item["request_id"] for item in body["items"]] == ["req-2"]
-    status, whole = await admin.get("/admin/v1/audit/req-1")
-    assert status == 200
-    assert whole["request"]["raw_body"] == "raw"
-    assert whole["response"]["body"] == "answer"
-    status, missing = await admin.get("/admin/v1/audit/req-9")
-    assert status == 404
-    assert missing["status"] == 404
+    reader = await admin_sidecar.key("reader", [READ])
+    answer = await admin_sidecar.admin.get(EVENTS, reader, since=reader)
+    assert answer.status == 400
+    assert answer.body["detail"] == "since: use 30m, 24h, 7d or an RFC 3339 time"
