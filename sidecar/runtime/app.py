@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from sidecar.archive.archiver import create_archiver
+from sidecar.audit.activity_counters import ActivityCounters, CountActivity
 from sidecar.audit.events import EVENT_FIELD, EventLog
 from sidecar.audit.integrity import IntegrityKeys
 from sidecar.audit.keyfiles import load_audit_keys
@@ -25,6 +25,7 @@ from sidecar.config import Settings
 from sidecar.keys.authenticator import Authenticator
 from sidecar.keys.hashing import Argon2Pool, SecretHasher
 from sidecar.keys.invalidation import listen_for_invalidations
+from sidecar.keys.rotation_due import RotationDueGauge
 from sidecar.keys.store import KeyStore
 from sidecar.keys.usage import UsageTracker
 from sidecar.metrics import Metrics
@@ -40,7 +41,6 @@ from sidecar.storage.failures import tolerate_redis
 from sidecar.storage.ratelimit import RateLimiter
 from sidecar.tasks import BackgroundTasks
 
-ROTATION_SCAN_EVERY_S = 300.0
 # The longest a request waits for its record to be kept (SPEC §17): a Redis that stopped
 # answering costs one call's timeout before the record is spooled instead.
 DURABLE_TIMEOUT_FLOOR_S = 5.0
@@ -130,6 +130,14 @@ async def open_sidecar(
                 settings, redis, audit_writer.writer_id, audit_keys.integrity, metrics
             )
             stack.push_async_callback(archiver.close)  # once its task is cancelled
+        count_activity: CountActivity | None = None
+        if archiver is None:  # with one, the archiver counts what it archives, exactly once
+            counters = ActivityCounters(
+                redis, settings.audit.retention_days, on_redis_error=metrics.redis_errors.inc
+            )
+            stack.push_async_callback(counters.flush)  # the last counts, once the tasks stop
+            tasks.start(counters.run())
+            count_activity = counters.count
         stack.push_async_callback(tasks.cancel_all)
         for writer in (audit_writer, event_writer):
             # On the way out: everything queued goes to Redis, or to the spool for next time.
@@ -177,7 +185,11 @@ async def open_sidecar(
             ),
             authenticator=authenticator,
             events=EventLog(
-                event_writer, metrics, audit_keys.cipher, durable_timeout_s=durable_timeout_s
+                event_writer,
+                metrics,
+                audit_keys.cipher,
+                durable_timeout_s=durable_timeout_s,
+                count_activity=count_activity,
             ),
             audit=AuditTrail(
                 settings,
@@ -185,6 +197,7 @@ async def open_sidecar(
                 audit_keys.cipher,
                 metrics,
                 durable_timeout_s=durable_timeout_s,
+                count_activity=count_activity,
             ),
             metrics=metrics,
             lifecycle=lifecycle,
@@ -235,30 +248,6 @@ def _create_authenticator(
         usage=UsageTracker(store, tasks, on_redis_error=metrics.redis_errors.inc),
         tasks=tasks,
     )
-
-
-@dataclass(slots=True)
-class RotationDueGauge:
-    """Keeps `sidecar_keys_rotation_due`: active keys older than `keys.max_age_days`."""
-
-    store: KeyStore
-    max_age_days: int
-    report: Callable[[int], None]
-
-    async def update(self) -> None:
-        """Count the active keys due for rotation once, and report the number."""
-        with tolerate_redis() as call:
-            records = await self.store.records()
-        if call.failed:
-            return  # readiness reports Redis; the gauge keeps its last value
-        now = time.time()
-        self.report(sum(record.rotation_due(now, self.max_age_days) for record in records))
-
-    async def keep_updated(self) -> None:
-        """Run until cancelled: `update` every `ROTATION_SCAN_EVERY_S`."""
-        while True:
-            await asyncio.sleep(ROTATION_SCAN_EVERY_S)
-            await self.update()
 
 
 def _durable_writer(
