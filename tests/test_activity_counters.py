@@ -27,10 +27,10 @@ from tests.helpers import wait_until
 from tests.keysupport import FAST_KEYS, issue, with_other_secret
 
 
-async def activity(redis: aioredis.Redis) -> dict[str, int]:
-    """Every counter of every minute, summed over the minutes: {field: n}."""
+async def activity(redis: aioredis.Redis, pattern: str = "[0-9]*") -> dict[str, int]:
+    """Every counter of every minute (or `hour:` hash), summed: {field: n}."""
     totals: dict[str, int] = {}
-    async for key in redis.scan_iter(match=KEY_PREFIX + "*"):
+    async for key in redis.scan_iter(match=KEY_PREFIX + pattern):
         for name, n in (await redis.hgetall(key)).items():
             field = name.decode() if isinstance(name, bytes) else name
             totals[field] = totals.get(field, 0) + int(n)
@@ -68,8 +68,11 @@ async def test_a_running_sidecar_counts_records_and_each_event_per_key(
         return await activity(redis_client) == expected
 
     await wait_until(flushed, within=5)  # flushed every second, not only at shutdown
-    ttl = await redis_client.ttl(next(iter(await redis_client.keys(KEY_PREFIX + "*"))))
+    assert await activity(redis_client, "hour:*") == expected
+    ttl = await redis_client.ttl(next(iter(await redis_client.keys(KEY_PREFIX + "[0-9]*"))))
     assert 89 * 86_400 < ttl <= 90 * 86_400 + 60  # audit.retention_days, from its minute
+    ttl = await redis_client.ttl(next(iter(await redis_client.keys(KEY_PREFIX + "hour:*"))))
+    assert 89 * 86_400 < ttl <= 90 * 86_400 + 3600  # … and from its hour
 
 
 async def test_the_last_counts_are_flushed_at_shutdown(

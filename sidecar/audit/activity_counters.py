@@ -3,8 +3,10 @@
 With `archive.url` set, the archiver counts each archived row once in `activity_minutes`; without
 it, the serving process counts here instead, in memory, and adds its counts to one Redis hash per
 epoch minute, `{sidecar:activity}:<minute>`, field `<key id or ->|<outcome>`, every second and
-once more on the way out. The hashes die `audit.retention_days` after their minute, like the
-streams they summarise, so the admin API reads activity without ever scanning a stream.
+once more on the way out, and to one per epoch hour, `{sidecar:activity}:hour:<hour>`, so that
+30 days are 720 reads rather than 43,200 (about a second on a small host). The hashes die
+`audit.retention_days` after their minute or hour, like the streams they summarise, so the
+admin API reads activity without ever scanning a stream.
 
 What is counted is exactly what the archive counts, so the two sources agree:
 - `allowed`: an audit record, counted when the trail queues it (whatever its status: it passed
@@ -45,6 +47,11 @@ CountActivity = Callable[[str | None, str], None]  # (key id, outcome)
 def minute_key(minute: int) -> str:
     """The hash of epoch minute `minute` (seconds since the epoch // 60)."""
     return f"{KEY_PREFIX}{minute}"
+
+
+def hour_key(hour: int) -> str:
+    """The hash of epoch hour `hour` (seconds since the epoch // 3600)."""
+    return f"{KEY_PREFIX}hour:{hour}"
 
 
 def field_name(key_id: str | None, outcome: str) -> str:
@@ -105,11 +112,15 @@ class ActivityCounters:
         with tolerate_redis(self._on_redis_error) as call:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for minute, counts in sorted(pending.items()):
-                    key = minute_key(minute)
-                    for name, n in counts.items():
-                        pipe.hincrby(key, name, n)
-                    # Dies a retention after its minute however late this flush comes.
-                    pipe.expireat(key, minute * 60 + 60 + self._retention_s)
+                    hour = minute // 60
+                    for key, ends in (
+                        (minute_key(minute), minute * 60 + 60),
+                        (hour_key(hour), hour * 3600 + 3600),
+                    ):
+                        for name, n in counts.items():
+                            pipe.hincrby(key, name, n)
+                        # Dies a retention after its minute or hour, however late this comes.
+                        pipe.expireat(key, ends + self._retention_s)
                 await pipe.execute()
         if call.failed:
             self._restore(pending)
