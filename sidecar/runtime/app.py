@@ -14,6 +14,7 @@ from aiohttp import web
 
 from sidecar.archive.archiver import create_archiver
 from sidecar.audit.activity_counters import ActivityCounters, CountActivity
+from sidecar.audit.admin_events import ADMIN_EVENTS_STREAM
 from sidecar.audit.events import EVENT_FIELD, EventLog
 from sidecar.audit.integrity import IntegrityKeys
 from sidecar.audit.keyfiles import load_audit_keys
@@ -25,7 +26,6 @@ from sidecar.config import Settings
 from sidecar.keys.authenticator import Authenticator
 from sidecar.keys.hashing import Argon2Pool, SecretHasher
 from sidecar.keys.invalidation import listen_for_invalidations
-from sidecar.keys.rotation_due import RotationDueGauge
 from sidecar.keys.store import KeyStore
 from sidecar.keys.usage import UsageTracker
 from sidecar.metrics import Metrics
@@ -33,8 +33,10 @@ from sidecar.proxy.headers import hsts_value
 from sidecar.proxy.pipeline import Lifecycle, Pipeline
 from sidecar.proxy.routes import RouteTable
 from sidecar.proxy.upstream import UpstreamClient, create_upstream_session
+from sidecar.runtime.admin import AdminParts, open_admin
 from sidecar.runtime.cpus import available_cpus
 from sidecar.runtime.health import ReadinessCheck, create_health_app
+from sidecar.runtime.rotation_due import RotationDueGauge
 from sidecar.runtime.tls import Certificate
 from sidecar.storage.client import RedisClient, create_pubsub_opener, create_redis
 from sidecar.storage.failures import tolerate_redis
@@ -59,6 +61,7 @@ class Sidecar:
     pipeline: Pipeline
     health_app: web.Application
     security_headers: dict[str, str]
+    admin_app: web.Application | None = None  # with `admin.enabled` only
 
 
 def security_headers(settings: Settings) -> dict[str, str]:
@@ -170,7 +173,8 @@ async def open_sidecar(
         tasks.start(
             keep_trimmed(
                 redis,
-                [settings.audit.stream, settings.audit.events_stream],
+                # The CLI writes admin events with the admin port off too: always trimmed.
+                [settings.audit.stream, settings.audit.events_stream, ADMIN_EVENTS_STREAM],
                 settings.audit.retention_days,
                 on_error=metrics.redis_errors.inc,
                 integrity=audit_keys.integrity,
@@ -213,6 +217,14 @@ async def open_sidecar(
             health_app=web.Application(),
             security_headers=headers,
         )
+        if settings.admin.enabled:
+            sidecar.admin_app = await open_admin(
+                stack,
+                settings,
+                AdminParts(redis, authenticator, argon2.hasher, audit_keys, metrics),
+                security_headers=headers,
+                durable_timeout_s=durable_timeout_s,
+            )
         checks = _readiness_checks(sidecar, redis, (audit_writer, event_writer))
         if archiver is not None:  # reported, never gating (SPEC §15): the backlog waits in Redis
             checks.append(ReadinessCheck("archive", archiver.problem, gating=False))

@@ -1,5 +1,5 @@
 """`sidecar_keys_rotation_due`: how many active keys are older than `keys.max_age_days`,
-counted before serving and every few minutes after."""
+counted every few minutes from the key store (SPEC §4)."""
 
 from __future__ import annotations
 
