@@ -86,7 +86,7 @@ async def test_every_range_lists_all_its_buckets_aligned_and_oldest_first(
 ) -> None:
     now = 1_800_000_123.0
     span = SPANS[name]  # type: ignore[index]
-    answer = await ActivityReader(redis_client, None, clock=lambda: now).buckets(name, None)  # type: ignore[arg-type]
+    answer = await ActivityReader(redis_client, None, clock=lambda: now).buckets(name, None)
     starts = [bucket["start"] for bucket in answer["buckets"]]
     assert answer["bucket_s"] == span.bucket_s
     assert len(starts) == span.seconds // span.bucket_s

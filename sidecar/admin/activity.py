@@ -68,11 +68,15 @@ class ActivityReader:
         self._timeout_s = timeout_s
         self._clock = clock
 
-    async def buckets(self, range: Range, key_id: str | None) -> dict[str, Any]:
+    async def buckets(self, range_: str, key_id: str | None) -> dict[str, Any]:
         """`{"range", "bucket_s", "buckets": [{"start", "allowed", "rejected": {event: n}}],
         "totals": {"allowed", "rejected"}}`, oldest bucket first, for `key_id` (None: every
-        key and none). `Unavailable` when the counters cannot be read."""
-        span = SPANS[range]
+        key and none). `ValueError` for a range not in `RANGES` (the handler checked it);
+        `Unavailable` when the counters cannot be read."""
+        if range_ not in SPANS:
+            raise ValueError(f"range: one of {', '.join(RANGES)}")
+        name: Range = range_  # narrowed by the check above
+        span = SPANS[name]
         newest = int(self._clock()) // span.bucket_s * span.bucket_s
         first = newest - span.seconds + span.bucket_s
         end = newest + span.bucket_s
@@ -80,7 +84,7 @@ class ActivityReader:
             counts = await self._from_archive(self._archive_url, span, first, end, key_id)
         else:
             counts = await self._from_redis(span, first, end, key_id)
-        return _document(range, span, first, end, counts)
+        return _document(name, span, first, end, counts)
 
     async def _from_archive(
         self, url: str, span: Span, start: int, end: int, key_id: str | None

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from sidecar.admin.activity import ActivityReader
 from sidecar.admin.context import AdminContext
 from sidecar.admin.server import create_admin_app
 from sidecar.admin.stub_endpoints import ENDPOINTS
@@ -63,6 +64,9 @@ async def open_admin(
         cipher=parts.audit_keys.cipher,
         admin_events=admin_events,
         authenticator=parts.authenticator,
+        activity=ActivityReader(
+            parts.redis, settings.archive.url, timeout_s=settings.archive.timeout_s
+        ),
         archive_url=settings.archive.url,
     )
     return create_admin_app(context, ENDPOINTS, security_headers=security_headers)
