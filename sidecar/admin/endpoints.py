@@ -5,51 +5,129 @@ what is documented is what is served."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
+from sidecar.keys.scopes import AUDIT, KEYS, READ
 
-if TYPE_CHECKING:  # the context imports the services the handlers use, not this table
+from sidecar.admin import schemas
+from sidecar.admin.api import activity, audit, events, keys
+from sidecar.admin.endpoint import Endpoint, Param
+from sidecar.admin.openapi import document
+
+if TYPE_CHECKING:
     from sidecar.admin.context import AdminContext
 
-Schema = Mapping[str, Any]  # a JSON Schema (draft 2020-12, as OpenAPI 3.1 has it)
-Handler = Callable[[web.Request, "AdminContext"], Awaitable[web.StreamResponse]]
+__all__ = ["ENDPOINTS", "Endpoint", "Param"]
+PREFIX = "/admin/v1"
 
 
-@dataclass(frozen=True, slots=True)
-class Param:
-    """A query parameter: `parse` turns its text into the value the handler uses, or raises
-    ValueError with a message that follows the parameter's name in the 400 answer."""
-
-    name: str
-    schema: Schema
-    description: str
-    parse: Callable[[str], Any]
+async def _openapi(request: web.Request, context: AdminContext) -> web.StreamResponse:
+    """The document of this very table."""
+    return web.json_response(document(ENDPOINTS))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Endpoint:
-    """One operation of the admin API. `scope` None: served without a key (only the OpenAPI
-    document). `responses`: status → JSON Schema of the body (None for no body)."""
-
-    method: str
-    path: str  # "/admin/v1/keys/{name}": aiohttp's and OpenAPI's placeholder syntax alike
-    scope: str | None
-    summary: str
-    handler: Handler
-    query: tuple[Param, ...] = ()
-    body: Schema | None = None
-    responses: Mapping[int, Schema | None] = field(default_factory=dict)
-
-    @property
-    def operation_id(self) -> str:
-        """A stable name for the operation: `get_keys_name`, `post_keys_name_rotate`."""
-        words = [part.strip("{}") for part in self.path.split("/")[3:] if part]
-        return "_".join([self.method.lower(), *words]).replace("-", "_").replace(".", "_")
-
-
-# Filled by the rows below (one per §16 row but the dashboard's); the order is the
-# document's order.
-ENDPOINTS: tuple[Endpoint, ...] = ()
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        method="GET",
+        path=f"{PREFIX}/keys",
+        scope=READ,
+        summary="Every key's metadata (the `keys list --json` objects)",
+        handler=keys.list_keys,
+        responses={200: schemas.page_of(schemas.KEY)},
+    ),
+    Endpoint(
+        method="POST",
+        path=f"{PREFIX}/keys",
+        scope=KEYS,
+        summary="Issue a key: the answer holds it, shown this once",
+        handler=keys.create_key,
+        body=schemas.CREATE_BODY,
+        responses={201: schemas.NEW_KEY},
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{PREFIX}/keys/{{name}}",
+        scope=READ,
+        summary="One key's metadata (the newest of its name)",
+        handler=keys.get_key,
+        responses={200: schemas.KEY},
+    ),
+    Endpoint(
+        method="POST",
+        path=f"{PREFIX}/keys/{{name}}/rotate",
+        scope=KEYS,
+        summary="Issue a successor (shown this once); the old key works for `grace` more",
+        handler=keys.rotate_key,
+        body=schemas.ROTATE_BODY,
+        responses={201: schemas.NEW_KEY},
+    ),
+    Endpoint(
+        method="POST",
+        path=f"{PREFIX}/keys/{{name}}/revoke",
+        scope=KEYS,
+        summary="Revoke the name's keys, the ones in a rotation's grace too",
+        handler=keys.revoke_key,
+        responses={200: schemas.REVOKED},
+    ),
+    Endpoint(
+        method="DELETE",
+        path=f"{PREFIX}/keys/{{name}}",
+        scope=KEYS,
+        summary="Delete every record of the name",
+        handler=keys.delete_key,
+        responses={204: None},
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{PREFIX}/events",
+        scope=READ,
+        summary="Authentication events, newest first",
+        handler=events.list_events,
+        query=events.EVENT_QUERY,
+        responses={200: schemas.page_of(schemas.EVENT)},
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{PREFIX}/audit",
+        scope=READ,
+        summary="Audit records without their bodies, newest first",
+        handler=audit.list_audit,
+        query=audit.AUDIT_QUERY,
+        responses={200: schemas.page_of(schemas.AUDIT_SUMMARY)},
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{PREFIX}/audit/{{request_id}}",
+        scope=AUDIT,
+        summary="One audit record, whole, bodies decrypted",
+        handler=audit.get_audit,
+        responses={200: schemas.AUDIT_RECORD},
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{PREFIX}/activity",
+        scope=READ,
+        summary="Requests allowed and rejected (per event) in buckets over a range",
+        handler=activity.get_activity,
+        query=activity.ACTIVITY_QUERY,
+        responses={200: schemas.ACTIVITY},
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{PREFIX}/admin-events",
+        scope=READ,
+        summary="Admin actions (keys created, rotated, revoked, deleted; sign-ins), newest first",
+        handler=events.list_admin_events,
+        query=events.ADMIN_EVENT_QUERY,
+        responses={200: schemas.page_of(schemas.ADMIN_EVENT)},
+    ),
+    Endpoint(
+        method="GET",
+        path=f"{PREFIX}/openapi.json",
+        scope=None,
+        summary="This document",
+        handler=_openapi,
+        responses={200: schemas.OPENAPI},
+    ),
+)
