@@ -12,8 +12,8 @@ from aiohttp import web
 
 from sidecar.admin.activity import ActivityReader
 from sidecar.admin.context import AdminContext
+from sidecar.admin.endpoints import ENDPOINTS
 from sidecar.admin.server import create_admin_app
-from sidecar.admin.stub_endpoints import ENDPOINTS
 from sidecar.audit.admin_events import open_admin_events
 from sidecar.audit.keyfiles import AuditKeys
 from sidecar.audit.writer import WriterHooks
