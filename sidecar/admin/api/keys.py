@@ -10,13 +10,14 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from sidecar.keys.lifecycle import Actor
-from sidecar.keys.scopes import ADMIN_SCOPES, check_admin_scope
 
+from sidecar.admin.context import CALLER
 from sidecar.admin.params import Conflict, InvalidParameter, NotFound, check_fields, read_body
+from sidecar.audit.admin_events import Actor
 from sidecar.durations import parse_duration, parse_moment
 from sidecar.keys.format import check_name, check_scope
 from sidecar.keys.records import KeyRecord
+from sidecar.keys.scopes import ADMIN_SCOPES, check_admin_scope
 from sidecar.keys.store import KeyStoreError, NewKey
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ async def delete_key(request: web.Request, context: AdminContext) -> web.StreamR
 
 def actor(request: web.Request) -> Actor:
     """The calling admin key, as the admin events name it."""
-    caller = request["admin"]
+    caller = request[CALLER]
     return Actor(
         kind="key",
         name=caller.name,
