@@ -8,12 +8,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from sidecar.keys.scopes import AUDIT, KEYS, READ
 
 from sidecar.admin import schemas
 from sidecar.admin.api import activity, audit, events, keys
 from sidecar.admin.endpoint import Endpoint, Param
 from sidecar.admin.openapi import document
+from sidecar.keys.scopes import AUDIT, KEYS, READ
 
 if TYPE_CHECKING:
     from sidecar.admin.context import AdminContext
