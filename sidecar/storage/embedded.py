@@ -13,7 +13,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
+
+from sidecar.storage.embedded_server import EmbeddedServer
 
 _START_DEADLINE_S = 20.0
 
@@ -44,7 +45,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class EmbeddedRedis:
+class EmbeddedRedis(EmbeddedServer):
     """Start with `start()` (or `with`), stop with `stop()`; restartable on the same port."""
 
     def __init__(self, port: int | None = None, *, extra_args: tuple[str, ...] = ()) -> None:
@@ -123,19 +124,3 @@ class EmbeddedRedis:
             self._process.kill()
             self._process.wait()
         self._process = None
-
-    def close(self) -> None:
-        """Stop the server and remove its folder."""
-        self.stop()
-        self._dir.cleanup()
-
-    def __enter__(self) -> EmbeddedRedis:
-        return self.start()
-
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _value: BaseException | None,
-        _tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -20,12 +20,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import psycopg
 from psycopg import sql
 
 from sidecar.storage.embedded import free_port
+from sidecar.storage.embedded_server import EmbeddedServer
 
 _START_DEADLINE_S = 30.0
 _STOP_DEADLINE_S = 10.0
@@ -87,7 +87,7 @@ def _server_account() -> _Account | None:
     raise RuntimeError("running as root and no unprivileged account (postgres, nobody) exists")
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(EmbeddedServer):
     """Start with `start()` (or `with`), stop with `stop()`; restartable on the same port."""
 
     def __init__(
@@ -237,19 +237,3 @@ class EmbeddedPostgres:
             self._process.kill()
             self._process.wait()
         self._process = None
-
-    def close(self) -> None:
-        """Stop the server and remove its folder."""
-        self.stop()
-        self._dir.cleanup()
-
-    def __enter__(self) -> EmbeddedPostgres:
-        return self.start()
-
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _value: BaseException | None,
-        _tb: TracebackType | None,
-    ) -> None:
-        self.close()
