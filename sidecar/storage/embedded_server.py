@@ -14,9 +14,11 @@ class EmbeddedServer:
     _dir: tempfile.TemporaryDirectory[str]
 
     def start(self) -> Self:
+        """Run the server (the subclass's); itself, for `with` and chaining."""
         raise NotImplementedError
 
     def stop(self) -> None:
+        """Stop the server process (the subclass's); its folder stays until `close`."""
         raise NotImplementedError
 
     def close(self) -> None:
