@@ -142,6 +142,39 @@ class BadRequest(Rejected):
     closes_connection = True  # a client that sends what cannot be read is not kept
 
 
+class InvalidParameter(Rejected):
+    """400: a query parameter or body field the admin API cannot use; `parameter` names it
+    and the detail starts with it (`since: use 30m, 24h, 7d or an RFC 3339 time`)."""
+
+    status = 400
+    title = "Invalid parameter"
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter
+
+
+class NotFound(Rejected):
+    """404: no such path, or no such thing at it (a key name, a request id)."""
+
+    status = 404
+    title = "Not found"
+
+
+class MethodNotAllowed(Rejected):
+    """405: the path exists, not with this method; `Allow` lists the methods it takes."""
+
+    status = 405
+    title = "Method not allowed"
+
+
+class Conflict(Rejected):
+    """409: the change contradicts what exists (a name taken, a revoked key rotated)."""
+
+    status = 409
+    title = "Conflict"
+
+
 class HeaderTooLarge(Rejected):
     """The header block (or one line of it) is over `limits.max_header_bytes`: SPEC §12."""
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Re-exported: the archive named the stream before the admin API existed.
+from sidecar.audit.admin_actions import ADMIN_EVENTS_STREAM as ADMIN_EVENTS_STREAM
 from sidecar.config import Settings
 
 # Partitions exist this many days past today, so a record whose ts is up to that far ahead (a
 # fast clock) still has one; also the latest ts the archive takes.
 AHEAD_DAYS = 3
-ADMIN_EVENTS_STREAM = "sidecar:admin-events"  # written from issue 14 (the admin API) on
 DEAD_LETTER_SUFFIX = ":dead-letter"
 # The counters' outcome for an audit record: it passed authentication (or needed none). An
 # event's outcome is its name (`invalid_key`, `rate_limited`, …).

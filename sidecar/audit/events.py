@@ -7,6 +7,7 @@ from datetime import datetime
 
 import orjson
 
+from sidecar.audit.activity_counters import CountActivity
 from sidecar.audit.crypto import BodyCipher
 from sidecar.audit.exchange import Exchange, K
 from sidecar.audit.writer import AuditUnavailable, DurableStreamWriter
@@ -71,8 +72,10 @@ class EventLog:
         cipher: BodyCipher | None,
         *,
         durable_timeout_s: float,
+        count_activity: CountActivity | None = None,
     ) -> None:
         self._writer = writer
+        self._count_activity = count_activity
         self._metrics = metrics
         self._cipher = cipher
         self._durable_timeout_s = durable_timeout_s
@@ -80,10 +83,13 @@ class EventLog:
     async def emit(self, document: dict[str, object]) -> None:
         """Count, queue and wait for one event built by `build_event` to be durable (SPEC §17:
         a refusal is answered only once its event is kept); `Unavailable` when it cannot be."""
-        self._metrics.auth_events.labels(str(document["event"])).inc()
+        event, key_id = str(document["event"]), document.get("key_id")
+        self._metrics.auth_events.labels(event).inc()
         if self._cipher is not None:
             document = self._cipher.encrypt_event(document)  # SPEC §17: the path is content
         seq = self._writer.submit(orjson.dumps(document))
+        if seq is not None and self._count_activity is not None:
+            self._count_activity(key_id if isinstance(key_id, str) else None, event)
         try:
             if seq is None:
                 raise AuditUnavailable("the event queue is full")

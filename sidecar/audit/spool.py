@@ -45,7 +45,7 @@ __all__ = ["SEGMENT_BYTES", "Spool", "SpoolBudget", "SpoolFull", "SpooledRecord"
 log = structlog.get_logger("sidecar.audit.spool")
 
 SEGMENT_BYTES = 8 * 1024 * 1024
-KINDS = ("audit", "events")
+KINDS = ("audit", "events", "admin")  # admin: the admin events (SPEC §16)
 
 
 class SpoolFull(Exception):
@@ -61,7 +61,7 @@ class Spool:
     """Records Redis has not acknowledged, fsync'd to segments in this process's directory,
     plus the segments of directories adopted from processes that are gone.
 
-    `spool_dir` is `audit.spool_dir`; `kind` is "audit" or "events"; `owner` the writer id
+    `spool_dir` is `audit.spool_dir`; `kind` is one of `KINDS`; `owner` the writer id
     (16 hex; a new random one when omitted); `stream` the stream the documents belong to.
     `quarantined(n)` is told of every entry or file moved to the quarantine. `verify_chain`
     checks each entry's writer/seq against its document's chain members."""
@@ -76,7 +76,7 @@ class Spool:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS or not OWNER.match(self.owner):
-            raise ValueError("spool kind is audit|events and its owner 16 hex digits")
+            raise ValueError("spool kind is one of KINDS and its owner 16 hex digits")
         kind_dir = self.spool_dir / self.kind
         for directory in (self.spool_dir, kind_dir, self.spool_dir / "quarantine"):
             secure_dir(directory)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+from sidecar.audit.activity_counters import ALLOWED, CountActivity
 from sidecar.audit.crypto import BodyCipher
 from sidecar.audit.events import timestamp
 from sidecar.audit.exchange import Exchange, K
@@ -28,8 +29,10 @@ class AuditTrail:
         metrics: Metrics,
         *,
         durable_timeout_s: float,
+        count_activity: CountActivity | None = None,
     ) -> None:
         self._writer = writer
+        self._count_activity = count_activity
         self._durable_timeout_s = durable_timeout_s
         self._cipher = cipher
         self._metrics = metrics
@@ -62,6 +65,9 @@ class AuditTrail:
         if seq is None:
             self._metrics.audit_records.labels("rejected").inc()
             raise Unavailable("the audit trail cannot take records right now", retry_after=5)
+        if self._count_activity is not None:  # queued is kept: spooled at worst (SPEC §17)
+            principal = exchange.principal
+            self._count_activity(principal.key_id if principal else None, ALLOWED)
         return seq
 
     async def durable(self, seq: int) -> None:

@@ -1,5 +1,6 @@
-"""`sidecar audit tail|query` and `sidecar events tail`: read the streams, decrypted; an entry
-that cannot be read is skipped with a warning naming it, and the rest are still shown.
+"""`sidecar audit tail|query`, `sidecar events tail` and `sidecar admin-events tail`: read
+the streams, decrypted; an entry that cannot be read is skipped with a warning naming it, and
+the rest are still shown.
 
 With `archive.url` set, the entries come from the archive and the Redis window together
 (`sidecar.archive.reader`): the filters the archive has columns for run in SQL, and every entry,
@@ -24,6 +25,7 @@ from sidecar.archive import reader
 from sidecar.archive.database import Connection
 from sidecar.archive.reader import CLOCK_SKEW, Entry, RowFilter
 from sidecar.archive.tables import ArchivedStream, archived_streams
+from sidecar.audit.admin_actions import ADMIN_EVENT_FIELD, ADMIN_EVENTS_STREAM
 from sidecar.audit.crypto import BodyCipher
 from sidecar.audit.entries import Decrypt, MalformedEntry, decode_entry
 from sidecar.audit.events import EVENT_FIELD
@@ -72,6 +74,11 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     event_tail = event_actions.add_parser("tail", parents=[common], help="the most recent events")
     event_tail.add_argument("-n", type=int, default=20, dest="count", help=_COUNT_HELP)
     event_tail.add_argument("--follow", action="store_true")
+    admin = commands.add_parser("admin-events", parents=[common], help="admin actions")
+    admin_actions = admin.add_subparsers(dest="action", required=True, metavar="ACTION")
+    admin_tail = admin_actions.add_parser("tail", parents=[common], help="the most recent ones")
+    admin_tail.add_argument("-n", type=int, default=20, dest="count", help=_COUNT_HELP)
+    admin_tail.add_argument("--follow", action="store_true")
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -87,6 +94,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         cipher = BodyCipher.from_file(settings.audit.encryption_key_file)
         decrypt = cipher.decrypt_record if is_audit else cipher.decrypt_event
     render = _render_record if is_audit else _render_event
+    if args.command == "admin-events":  # never encrypted: names and ids only, no content
+        stream, field, decrypt, render = ADMIN_EVENTS_STREAM, ADMIN_EVENT_FIELD, None, _render_admin
     follow = args.action == "tail" and args.follow
     stop = asyncio.Event()
     keep: Keep = lambda _entry_id, _document: True  # noqa: E731
@@ -307,6 +316,21 @@ def _render_event(event: dict[str, Any]) -> str:
             str(event.get("path", "")),
             f"client={event.get('client_ip', '')}",
             f"key={event.get('key_name') or event.get('key_id') or '-'}",
+            str(event.get("detail", "")),
+        ]
+    )
+
+
+def _render_admin(event: dict[str, Any]) -> str:
+    actor = _section(event, "actor")
+    return "  ".join(
+        [
+            str(event.get("ts", "")),
+            f"{event.get('action', ''):<14}",
+            f"by={actor.get('name') or '-'}",
+            f"target={event.get('target') or '-'}",
+            f"client={event.get('client_ip') or '-'}",
+            f"id={event.get('request_id') or '-'}",
             str(event.get("detail", "")),
         ]
     )

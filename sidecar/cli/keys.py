@@ -4,18 +4,23 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
+import getpass
+import os
 import time
 from datetime import timedelta
 from typing import Any
 
+from sidecar.audit.admin_events import Actor, open_admin_events
+from sidecar.audit.keyfiles import load_audit_keys
 from sidecar.cli.terminal import json_line, printable
 from sidecar.config import Settings
 from sidecar.durations import describe as describe_span
 from sidecar.durations import iso, parse_duration, parse_moment
-from sidecar.errors import UsageError
-from sidecar.keys.format import check_name, check_scope
+from sidecar.errors import SidecarError, Unavailable, UsageError
+from sidecar.keys.format import check_name
 from sidecar.keys.hashing import SecretHasher
+from sidecar.keys.lifecycle import InvalidKeyRequest, KeyLifecycle, check_key_request
+from sidecar.keys.lifecycle import describe as describe_key
 from sidecar.keys.records import KeyRecord
 from sidecar.keys.store import KeyStore, NewKey
 from sidecar.storage.client import create_redis, unreachable
@@ -65,7 +70,8 @@ _NAME_HELP = "1-64 letters, digits, '.', '_', ':' or '-'"
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Run one `keys` action: every value checked before Redis is touched; exit status 0."""
+    """Run one `keys` action: every value checked before Redis is touched; exit status 0.
+    Changes go through the `KeyLifecycle` the admin API uses, as actor `cli:<os user>`."""
     # Every value is checked before Redis is touched: a bad one is exit 2 and changes nothing.
     if args.action != "list":
         _value(check_name, args.name, "--name" if args.action == "create" else "NAME")
@@ -76,26 +82,64 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     redis = create_redis(settings.redis)
     store = KeyStore(redis)
     try:
-        if args.action == "create":
-            return _show_new(args, await _create(args, settings, store, expires_at), "created")
-        if args.action == "rotate":
-            new = await store.rotate(
-                args.name,
-                grace_s=grace.total_seconds(),
-                prefix=settings.keys.prefix,
-                hasher=SecretHasher(settings.keys.argon2),
-            )
-            ends = "now" if not grace else f"after {args.grace.strip()}"
-            return _show_new(args, new, f"rotated (earlier keys of it end {ends})")
         if args.action == "list":
             return _list(args, settings, await store.records())
-        ids = await (store.revoke if args.action == "revoke" else store.delete)(args.name)
-        _say(args, {"name": args.name, args.action + "d": ids}, f"{args.action}d {args.name}")
-        return 0
+        async with open_admin_events(
+            redis,
+            settings,
+            load_audit_keys(settings).integrity,
+            durable_timeout_s=max(1.0, 10 * settings.redis.timeout_s),
+        ) as admin_events:
+            hasher = SecretHasher(settings.keys.argon2)
+            lifecycle = KeyLifecycle(store, settings.keys, hasher, admin_events)
+            return await _change(
+                args,
+                lifecycle,
+                expires_at if args.action == "create" else None,
+                grace if args.action == "rotate" else timedelta(0),
+            )
     except REDIS_FAILURES as exc:
         raise unreachable(settings.redis.url, exc) from None
+    except Unavailable as exc:  # the admin event could be kept neither in Redis nor on disk
+        raise SidecarError(exc.detail) from None
     finally:
         await redis.aclose()
+
+
+def cli_actor() -> Actor:
+    """The operator at this terminal, as an admin event's actor: `cli:<os user>`."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
+        user = str(os.getuid())
+    return Actor(kind="cli", name=f"cli:{user}")
+
+
+async def _change(
+    args: argparse.Namespace,
+    lifecycle: KeyLifecycle,
+    expires_at: float | None,
+    grace: timedelta,
+) -> int:
+    actor = cli_actor()
+    if args.action == "create":
+        new = await lifecycle.create(
+            args.name,
+            args.scopes,
+            expires_at=expires_at,
+            allow_ips=args.allow_ip,
+            service=args.service,
+            actor=actor,
+        )
+        return _show_new(args, new, "created")
+    if args.action == "rotate":
+        new = await lifecycle.rotate(args.name, grace_s=grace.total_seconds(), actor=actor)
+        ends = "now" if not grace else f"after {args.grace.strip()}"
+        return _show_new(args, new, f"rotated (earlier keys of it end {ends})")
+    change = lifecycle.revoke if args.action == "revoke" else lifecycle.delete
+    ids = await change(args.name, actor=actor)
+    _say(args, {"name": args.name, args.action + "d": ids}, f"{args.action}d {args.name}")
+    return 0
 
 
 def _parse_grace(text: str) -> timedelta:
@@ -106,33 +150,25 @@ def _parse_expires(text: str) -> float:
     return parse_moment(text, at_most=MAX_EXPIRES).timestamp()
 
 
+_OPTIONS = {
+    "name": "--name",
+    "scopes": "--scope",
+    "service": "--service",
+    "allow_ips": "--allow-ip",
+}
+
+
 def _check_create(args: argparse.Namespace) -> float | None:
-    """The checks of `keys create`'s options; the key's end (Unix seconds) or None."""
-    for scope in args.scopes:
-        _value(check_scope, scope, "--scope")
-    if args.service is not None:
-        _value(check_name, args.service, "--service")
-    for cidr in args.allow_ip:
-        _value(lambda text: ipaddress.ip_network(text, strict=False), cidr, "--allow-ip")
+    """The checks of `keys create`'s options (the lifecycle's, named as options); the key's
+    end (Unix seconds) or None."""
+    try:
+        check_key_request(args.name, args.scopes, args.service, args.allow_ip)
+    except InvalidKeyRequest as exc:
+        raise UsageError(f"{_OPTIONS[exc.field]}: {printable(str(exc))}") from None
     if args.expires is None:
         return None
     expires_at: float = _value(_parse_expires, args.expires, "--expires")
     return expires_at
-
-
-async def _create(
-    args: argparse.Namespace, settings: Settings, store: KeyStore, expires_at: float | None
-) -> NewKey:
-    return await store.create(
-        name=args.name,
-        scopes=args.scopes,
-        prefix=settings.keys.prefix,
-        environment=settings.keys.environment,
-        hasher=SecretHasher(settings.keys.argon2),
-        expires_at=expires_at,
-        service=args.service,
-        allow_ips=args.allow_ip,
-    )
 
 
 def _value(parse: Any, text: str, option: str) -> Any:
@@ -170,29 +206,9 @@ def _show_new(args: argparse.Namespace, new: NewKey, verb: str) -> int:
     return 0
 
 
-def describe(record: KeyRecord, settings: Settings, now: float) -> dict[str, object]:
-    """A key's metadata for `keys list`: never its hash, never the key."""
-    return {
-        "name": record.name,
-        "id": record.key_id,
-        "status": record.status(now),
-        "scopes": list(record.scopes),
-        "environment": record.environment,
-        "service": record.service,
-        "created_at": iso(record.created_at),
-        "expires_at": iso(record.expires_at),
-        "last_used_at": iso(record.last_used_at),
-        "rotated_from": record.rotated_from,
-        "rotated_to": record.rotated_to,
-        "rotation_due": record.rotation_due(now, settings.keys.max_age_days),
-        "exposed": record.exposed,
-        "allow_ips": list(record.allow_ips),
-    }
-
-
 def _list(args: argparse.Namespace, settings: Settings, records: list[KeyRecord]) -> int:
     now = time.time()
-    rows = [describe(record, settings, now) for record in records]
+    rows = [describe_key(record, now, settings.keys.max_age_days) for record in records]
     if args.json:
         print(json_line(rows))
         return 0

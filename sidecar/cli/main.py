@@ -83,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "keys": _keys,
         "audit": _streams,
         "events": _streams,
+        "admin-events": _streams,
         "archive": _archive,
     }
     try:

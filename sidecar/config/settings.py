@@ -83,6 +83,19 @@ class Health(Section):
     _address = field_validator("address")(check_ip)
 
 
+class Admin(Section):
+    """`admin`: the admin API's TLS port (SPEC §16), off unless enabled."""
+
+    enabled: bool = False
+    # Loopback by default: the admin API manages keys, so reaching it from elsewhere is a
+    # choice an operator makes, not one a default makes for them.
+    address: str = "127.0.0.1"
+    port: int = Field(8444, ge=0, le=65535)  # 0: any free port (tests)
+    session_ttl_s: PositiveInt = 28800  # the dashboard's sign-in lasts a working day
+
+    _address = field_validator("address")(check_ip)
+
+
 class Upstream(Section):
     """`upstream`: the service requests are forwarded to, and how."""
 
@@ -275,6 +288,7 @@ class Settings(BaseSettings):
     tls: Tls = Tls()
     hsts: Hsts = Hsts()
     health: Health = Health()
+    admin: Admin = Admin()
     upstream: Upstream = Upstream()
     redis: Redis = Redis()
     keys: Keys = Keys()

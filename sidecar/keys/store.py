@@ -89,6 +89,18 @@ class KeyStoreError(SidecarError):
     """A key-management request that cannot be carried out (name taken, no such key)."""
 
 
+class KeyExists(KeyStoreError):
+    """The name is taken (the admin API answers 409)."""
+
+
+class NoSuchKey(KeyStoreError):
+    """No key has that name (404)."""
+
+
+class KeyRevoked(KeyStoreError):
+    """The key is revoked and cannot be rotated (409)."""
+
+
 def _id_key(key_id: str) -> str:
     return f"{_PREFIX}id:{key_id}"
 
@@ -162,7 +174,7 @@ class KeyStore:
             args=[record.key_id, *_pairs(record.to_redis())],
         )
         if not created:
-            raise KeyStoreError(f"a key named {name!r} exists already (rotate or delete it)")
+            raise KeyExists(f"a key named {name!r} exists already (rotate or delete it)")
         return NewKey(key=key, record=record)
 
     async def rotate(
@@ -173,7 +185,7 @@ class KeyStore:
         while True:
             old = await self._current(name)
             if old.revoked:
-                raise KeyStoreError(f"key {name!r} is revoked: delete it and create anew")
+                raise KeyRevoked(f"key {name!r} is revoked: delete it and create anew")
             now = self._clock()
             key, parsed = generate_key(prefix, old.environment)
             # The new key lives as long as the old one was made to: copying the old end
@@ -218,7 +230,7 @@ class KeyStore:
                 ],
             )
             if outcome == -1:
-                raise KeyStoreError(f"key {name!r} is revoked: delete it and create anew")
+                raise KeyRevoked(f"key {name!r} is revoked: delete it and create anew")
             if outcome == 1:
                 break
             # 0: someone rotated, deleted or re-created the name meanwhile: read again.
@@ -230,7 +242,7 @@ class KeyStore:
         """Revoke the key under `name` and any older key of it still in its rotation grace."""
         ids = [record.key_id for record in await self.records_named(name)]
         if not ids:
-            raise KeyStoreError(f"no key named {name!r}")
+            raise NoSuchKey(f"no key named {name!r}")
         await self._set_field(ids, "revoked", "1")
         await self._announce(*ids)
         return ids
@@ -239,7 +251,7 @@ class KeyStore:
         """Remove every record of `name`; its keys fail as unknown from then on."""
         ids = [record.key_id for record in await self.records_named(name)]
         if not ids:
-            raise KeyStoreError(f"no key named {name!r}")
+            raise NoSuchKey(f"no key named {name!r}")
         await self._delete(
             keys=[_name_key(name), _IDS, *(_id_key(key_id) for key_id in ids)], args=ids
         )
@@ -278,7 +290,7 @@ class KeyStore:
     async def _current(self, name: str) -> KeyRecord:
         key_id = await self._redis.get(_name_key(name))
         if key_id is None:
-            raise KeyStoreError(f"no key named {name!r}")
+            raise NoSuchKey(f"no key named {name!r}")
         record = _record(await self._redis.hgetall(_id_key(text(key_id))))
         if record is None:
             raise KeyStoreError(f"key {name!r} has no record (delete it and create anew)")

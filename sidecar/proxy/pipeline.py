@@ -23,6 +23,7 @@ from sidecar.audit.record import BodyCapture
 from sidecar.audit.trail import AuditTrail
 from sidecar.config import Settings
 from sidecar.errors import (
+    AuthenticationFailed,
     BadRequest,
     Draining,
     InternalError,
@@ -34,6 +35,7 @@ from sidecar.errors import (
 from sidecar.guard.shown import shown
 from sidecar.keys.authenticator import Authenticator, Principal
 from sidecar.keys.format import mask_keys
+from sidecar.keys.scopes import is_admin
 from sidecar.metrics import Metrics
 from sidecar.proxy.bodies import Outgoing, prepare_request_body
 from sidecar.proxy.headers import REQUEST_ID_HEADER, client_address, request_id
@@ -206,9 +208,18 @@ class Pipeline:
         return route
 
     async def _authenticate(self, request: web.BaseRequest, exchange: Exchange[Principal]) -> None:
-        """The presented key, verified: the exchange's principal, or 401."""
+        """The presented key, verified: the exchange's principal, or 401. An admin key (any
+        `sidecar:` scope) is refused here: it is for the admin port only (SPEC §16)."""
         presented = self._presented_key(request)
-        exchange.principal = await self._auth.authenticate(presented, exchange.client_ip)
+        principal = await self._auth.authenticate(presented, exchange.client_ip)
+        if is_admin(principal.scopes):
+            raise AuthenticationFailed(
+                "an admin key is not accepted on the proxy port",
+                event="admin_key_on_proxy",
+                key_id=principal.key_id,
+                key_name=principal.name,
+            )
+        exchange.principal = principal
 
     async def _authorize(self, route: CompiledRoute, exchange: Exchange[Principal]) -> None:
         """The key's scopes must cover the route's (403), and its rate limit must allow it."""

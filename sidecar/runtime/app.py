@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,6 +13,8 @@ from pathlib import Path
 from aiohttp import web
 
 from sidecar.archive.archiver import create_archiver
+from sidecar.audit.activity_counters import ActivityCounters, CountActivity
+from sidecar.audit.admin_events import ADMIN_EVENTS_STREAM
 from sidecar.audit.events import EVENT_FIELD, EventLog
 from sidecar.audit.integrity import IntegrityKeys
 from sidecar.audit.keyfiles import load_audit_keys
@@ -32,15 +33,16 @@ from sidecar.proxy.headers import hsts_value
 from sidecar.proxy.pipeline import Lifecycle, Pipeline
 from sidecar.proxy.routes import RouteTable
 from sidecar.proxy.upstream import UpstreamClient, create_upstream_session
+from sidecar.runtime.admin import AdminParts, open_admin
 from sidecar.runtime.cpus import available_cpus
 from sidecar.runtime.health import ReadinessCheck, create_health_app
+from sidecar.runtime.rotation_due import RotationDueGauge
 from sidecar.runtime.tls import Certificate
 from sidecar.storage.client import RedisClient, create_pubsub_opener, create_redis
 from sidecar.storage.failures import tolerate_redis
 from sidecar.storage.ratelimit import RateLimiter
 from sidecar.tasks import BackgroundTasks
 
-ROTATION_SCAN_EVERY_S = 300.0
 # The longest a request waits for its record to be kept (SPEC §17): a Redis that stopped
 # answering costs one call's timeout before the record is spooled instead.
 DURABLE_TIMEOUT_FLOOR_S = 5.0
@@ -59,6 +61,7 @@ class Sidecar:
     pipeline: Pipeline
     health_app: web.Application
     security_headers: dict[str, str]
+    admin_app: web.Application | None = None  # with `admin.enabled` only
 
 
 def security_headers(settings: Settings) -> dict[str, str]:
@@ -130,6 +133,14 @@ async def open_sidecar(
                 settings, redis, audit_writer.writer_id, audit_keys.integrity, metrics
             )
             stack.push_async_callback(archiver.close)  # once its task is cancelled
+        count_activity: CountActivity | None = None
+        if archiver is None:  # with one, the archiver counts what it archives, exactly once
+            counters = ActivityCounters(
+                redis, settings.audit.retention_days, on_redis_error=metrics.redis_errors.inc
+            )
+            stack.push_async_callback(counters.flush)  # the last counts, once the tasks stop
+            tasks.start(counters.run())
+            count_activity = counters.count
         stack.push_async_callback(tasks.cancel_all)
         for writer in (audit_writer, event_writer):
             # On the way out: everything queued goes to Redis, or to the spool for next time.
@@ -162,7 +173,8 @@ async def open_sidecar(
         tasks.start(
             keep_trimmed(
                 redis,
-                [settings.audit.stream, settings.audit.events_stream],
+                # The CLI writes admin events with the admin port off too: always trimmed.
+                [settings.audit.stream, settings.audit.events_stream, ADMIN_EVENTS_STREAM],
                 settings.audit.retention_days,
                 on_error=metrics.redis_errors.inc,
                 integrity=audit_keys.integrity,
@@ -177,7 +189,11 @@ async def open_sidecar(
             ),
             authenticator=authenticator,
             events=EventLog(
-                event_writer, metrics, audit_keys.cipher, durable_timeout_s=durable_timeout_s
+                event_writer,
+                metrics,
+                audit_keys.cipher,
+                durable_timeout_s=durable_timeout_s,
+                count_activity=count_activity,
             ),
             audit=AuditTrail(
                 settings,
@@ -185,6 +201,7 @@ async def open_sidecar(
                 audit_keys.cipher,
                 metrics,
                 durable_timeout_s=durable_timeout_s,
+                count_activity=count_activity,
             ),
             metrics=metrics,
             lifecycle=lifecycle,
@@ -200,6 +217,14 @@ async def open_sidecar(
             health_app=web.Application(),
             security_headers=headers,
         )
+        if settings.admin.enabled:
+            sidecar.admin_app = await open_admin(
+                stack,
+                settings,
+                AdminParts(redis, authenticator, argon2.hasher, audit_keys, metrics),
+                security_headers=headers,
+                durable_timeout_s=durable_timeout_s,
+            )
         checks = _readiness_checks(sidecar, redis, (audit_writer, event_writer))
         if archiver is not None:  # reported, never gating (SPEC §15): the backlog waits in Redis
             checks.append(ReadinessCheck("archive", archiver.problem, gating=False))
@@ -235,30 +260,6 @@ def _create_authenticator(
         usage=UsageTracker(store, tasks, on_redis_error=metrics.redis_errors.inc),
         tasks=tasks,
     )
-
-
-@dataclass(slots=True)
-class RotationDueGauge:
-    """Keeps `sidecar_keys_rotation_due`: active keys older than `keys.max_age_days`."""
-
-    store: KeyStore
-    max_age_days: int
-    report: Callable[[int], None]
-
-    async def update(self) -> None:
-        """Count the active keys due for rotation once, and report the number."""
-        with tolerate_redis() as call:
-            records = await self.store.records()
-        if call.failed:
-            return  # readiness reports Redis; the gauge keeps its last value
-        now = time.time()
-        self.report(sum(record.rotation_due(now, self.max_age_days) for record in records))
-
-    async def keep_updated(self) -> None:
-        """Run until cancelled: `update` every `ROTATION_SCAN_EVERY_S`."""
-        while True:
-            await asyncio.sleep(ROTATION_SCAN_EVERY_S)
-            await self.update()
 
 
 def _durable_writer(

@@ -57,6 +57,8 @@ class Running:
     _proxy: web.BaseRunner
     _health: web.BaseRunner
     _ssl_context: ssl.SSLContext
+    admin_port: int | None = None  # bound only with `admin.enabled`
+    _admin: web.BaseRunner | None = None
 
     def reload(self, path: Path) -> bool:
         """SIGHUP: take the certificate and routes from the file anew. Live connections keep
@@ -100,6 +102,8 @@ class Running:
         await asyncio.sleep(settings.drain_s)
         self.sidecar.lifecycle.closed = True
         await self._proxy.cleanup()  # stops accepting; in-flight requests get grace_s
+        if self._admin is not None:
+            await self._admin.cleanup()
         await self._health.cleanup()
         log.info("stopped")
 
@@ -136,6 +140,12 @@ async def running(
             lingering_time=min(_LINGERING_S, settings.limits.body_timeout_s),
         )
         proxy = web.ServerRunner(proxy_server, shutdown_timeout=settings.shutdown.grace_s)
+        admin = None
+        if sidecar.admin_app is not None:
+            admin = web.AppRunner(
+                sidecar.admin_app, access_log=None, shutdown_timeout=settings.shutdown.grace_s
+            )
+            await admin.setup()
         await health.setup()
         await proxy.setup()
         try:
@@ -149,9 +159,23 @@ async def running(
                 ssl_context=ssl_context,
                 reuse_port=reuse_port,
             )
-            yield Running(sidecar, proxy_port, health_port, proxy, health, ssl_context)
+            admin_port = None
+            if admin is not None:
+                # The proxy's certificate and SSL context: one SIGHUP reload renews both.
+                admin_port = await _bind(
+                    admin,
+                    settings.admin.address,
+                    settings.admin.port,
+                    ssl_context=ssl_context,
+                    reuse_port=reuse_port,
+                )
+            yield Running(
+                sidecar, proxy_port, health_port, proxy, health, ssl_context, admin_port, admin
+            )
         finally:
             await proxy.cleanup()
+            if admin is not None:
+                await admin.cleanup()
             await health.cleanup()
 
 
@@ -190,6 +214,9 @@ async def serve(
             "listening",
             proxy=f"https://{settings.listen.address}:{server.proxy_port}",
             health=f"http://{settings.health.address}:{server.health_port}",
+            admin=None
+            if server.admin_port is None
+            else f"https://{settings.admin.address}:{server.admin_port}",
             upstream=settings.upstream.url,
         )
         await stop.wait()

@@ -1,0 +1,75 @@
+"""Who an admin request comes from: its Bearer key, verified by the proxy's `Authenticator`
+(one argon2 cache, one per-IP failure limit), which must hold a `sidecar:` scope and the scope
+the endpoint declares.
+
+A refused sign-in is an admin event (`sign_in_failed`, with the reason as SPEC §6 names it),
+kept before the 401 is answered, like the proxy's refusals.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from sidecar.admin.context import CALLER, REQUEST_ID, AdminCaller, AdminContext
+from sidecar.audit.admin_events import Actor
+from sidecar.errors import AuthenticationFailed, MissingScope, Rejected
+from sidecar.keys.scopes import is_admin
+from sidecar.proxy.headers import client_address
+
+
+async def authenticate_admin(request: web.Request, context: AdminContext, scope: str) -> None:
+    """Set `request[CALLER]`, or raise the refusal: 401 for no key, a bad one or a proxy key
+    (`not_an_admin_key`), 429 past the per-IP failure limit, 403 naming `scope` when the key
+    lacks it (scopes imply nothing: `sidecar:keys` does not grant `sidecar:read`)."""
+    client_ip, _ = client_address(
+        request.remote or "",
+        request.headers.getall("X-Forwarded-For", ()),
+        tuple(context.settings.trusted_proxies),
+    )
+    try:
+        principal = await context.authenticator.authenticate(_bearer(request), client_ip)
+        if not is_admin(principal.scopes):
+            raise AuthenticationFailed(
+                "this key is not an admin key (it holds no sidecar: scope)",
+                event="not_an_admin_key",
+                key_id=principal.key_id,
+                key_name=principal.name,
+            )
+    except Rejected as exc:
+        await _record_failure(context, exc, client_ip, request[REQUEST_ID])
+        raise
+    caller = AdminCaller(
+        key_id=principal.key_id,
+        name=principal.name,
+        scopes=principal.scopes,
+        client_ip=client_ip,
+        request_id=request[REQUEST_ID],
+    )
+    request[CALLER] = caller
+    if scope not in principal.scopes:
+        raise MissingScope(f"the key lacks scope {scope}", [scope])
+
+
+async def _record_failure(
+    context: AdminContext, exc: Rejected, client_ip: str, request_id: str
+) -> None:
+    """`sign_in_failed`, naming the key by its public id and name when it got that far."""
+    key_id = key_name = None
+    if isinstance(exc, AuthenticationFailed):
+        key_id, key_name = exc.key_id, exc.key_name
+    actor = Actor(
+        kind="key",
+        name=key_name or "-",
+        key_id=key_id,
+        client_ip=client_ip,
+        request_id=request_id,
+    )
+    detail: dict[str, object] = {"event": exc.event or str(exc.status), "reason": exc.detail}
+    await context.admin_events.record("sign_in_failed", actor, key_name, detail)
+
+
+def _bearer(request: web.Request) -> str | None:
+    # Bearer only: the proxy's `keys.header` (X-API-Key) is for upstream clients, and an
+    # admin key must not be sent the way proxy keys are.
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
