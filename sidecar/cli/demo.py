@@ -24,6 +24,7 @@ from sidecar.audit.crypto import generate_key_line
 from sidecar.config import Health, Listen, Redis, Route, Settings, Shutdown, Tls, Upstream
 from sidecar.config.url_credentials import mask_url_credentials
 from sidecar.keys.hashing import SecretHasher
+from sidecar.keys.scopes import ADMIN_SCOPES
 from sidecar.keys.store import KeyStore
 from sidecar.runtime.selfsigned import write_self_signed
 from sidecar.runtime.serve import running
@@ -80,12 +81,14 @@ async def _redis_answers(settings: Redis) -> bool:
     return not call.failed
 
 
-async def _issue_demo_key(settings: Settings) -> str:
+async def _issue_demo_key(
+    settings: Settings, kind: str = "demo", scopes: tuple[str, ...] = ("orders:read",)
+) -> str:
     client = create_redis(settings.redis)
     try:
         new = await KeyStore(client).create(
-            name=f"demo-{secrets.token_hex(3)}",
-            scopes=["orders:read"],
+            name=f"{kind}-{secrets.token_hex(3)}",
+            scopes=list(scopes),
             prefix=settings.keys.prefix,
             environment=settings.keys.environment,
             hasher=SecretHasher(settings.keys.argon2),
@@ -171,10 +174,14 @@ async def run_demo(base: Settings, out: TextIO = sys.stdout) -> None:
                     }
                 ),
                 "archive": base.archive.model_copy(update={"url": archive_url}),
+                # SPEC §16: the demo shows the admin API too, on loopback.
+                "admin": base.admin.model_copy(update={"enabled": True, "address": "127.0.0.1"}),
             }
         )
         server = await stack.enter_async_context(running(settings, check_certificate(settings.tls)))
         demo_key = await _issue_demo_key(settings)
+        admin_key = await _issue_demo_key(settings, "demo-admin", ADMIN_SCOPES)
+        admin = f"https://localhost:{server.admin_port}/admin/v1"
         proxy = f"https://localhost:{server.proxy_port}"
         health = f"http://127.0.0.1:{server.health_port}"
         archive = (
@@ -198,9 +205,12 @@ sidecar demo is up.
   upstream  {upstream_url}   (an echo server)
   redis     {redacted_url(redis.url)}{embedded}
   archive   {archive}
+  admin     {admin}/openapi.json   (the admin API: TLS, same certificate)
 
 A demo key (scope orders:read), shown this once:
   {demo_key}
+An admin key (scopes {", ".join(ADMIN_SCOPES)}), shown this once:
+  {admin_key}
 
 Try:
   curl --cacert {cert_file} {proxy}/public/hello
@@ -209,6 +219,9 @@ Try:
   curl --cacert {cert_file} -i -X POST -H "Authorization: Bearer {demo_key}" \\
        {proxy}/v1/orders                                    # 403: needs orders:write
   curl -s {health}/readyz
+  curl --cacert {cert_file} -H "Authorization: Bearer {admin_key}" {admin}/keys
+  curl --cacert {cert_file} -H "Authorization: Bearer {admin_key}" "{admin}/events?since=1h"
+  curl --cacert {cert_file} -H "Authorization: Bearer {admin_key}" "{admin}/activity?range=1h"
 {reading}
 Ctrl-C stops everything.
 """,
