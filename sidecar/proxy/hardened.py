@@ -134,3 +134,44 @@ class HardenedServer(web.Server):
         connection.header_timeout_s = self._header_timeout_s
         connection.max_connections = self._max_connections
         return connection
+
+
+class HardenedAppRunner(web.AppRunner):
+    """`web.AppRunner` serving its application through `HardenedServer`'s connections.
+
+    The admin listener needs the same protocol as the proxy port: aiohttp's stock one echoes a
+    malformed header line (an `Authorization: Bearer <admin key>`) in its 400 page and its error
+    log, sends that page without HSTS, and waits forever for a request head (slowloris)."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        security_headers: Mapping[str, str],
+        header_timeout_s: float,
+        max_connections: int,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self._hardening: dict[str, Any] = {
+            "security_headers": security_headers,
+            "header_timeout_s": header_timeout_s,
+            "max_connections": max_connections,
+        }
+
+    async def _make_server(self) -> web.Server:
+        # What `AppRunner._make_server` and `Application._make_handler` do, with our server.
+        loop = asyncio.get_running_loop()
+        app = self.app
+        app._set_loop(loop)
+        app.on_startup.freeze()
+        await app.startup()
+        app.freeze()
+        return HardenedServer(
+            app._handle,  # type: ignore[arg-type]
+            request_factory=app._make_request,
+            loop=loop,
+            debug=False,
+            **self._hardening,
+            **self._kwargs,
+        )

@@ -16,7 +16,7 @@ from aiohttp import web, web_protocol
 
 from sidecar.config import Settings, load_settings
 from sidecar.errors import ConfigError, SidecarError
-from sidecar.proxy.hardened import HardenedServer
+from sidecar.proxy.hardened import HardenedAppRunner, HardenedServer
 from sidecar.proxy.routes import RouteTable
 from sidecar.runtime.app import Sidecar, open_sidecar
 from sidecar.runtime.tls import Certificate, check_certificate, create_server_context
@@ -142,8 +142,18 @@ async def running(
         proxy = web.ServerRunner(proxy_server, shutdown_timeout=settings.shutdown.grace_s)
         admin = None
         if sidecar.admin_app is not None:
-            admin = web.AppRunner(
-                sidecar.admin_app, access_log=None, shutdown_timeout=settings.shutdown.grace_s
+            # Hardened like the proxy port: a malformed head is answered without echoing it
+            # (it can hold the admin key), with HSTS, and a slow head is cut off.
+            admin = HardenedAppRunner(
+                sidecar.admin_app,
+                security_headers={**sidecar.security_headers, "Cache-Control": "no-store"},
+                header_timeout_s=settings.limits.header_timeout_s,
+                max_connections=settings.limits.max_connections,
+                access_log=None,
+                shutdown_timeout=settings.shutdown.grace_s,
+                keepalive_timeout=settings.limits.keepalive_s,
+                max_field_size=settings.limits.max_header_bytes,
+                max_line_size=settings.limits.max_header_bytes,
             )
             await admin.setup()
         await health.setup()

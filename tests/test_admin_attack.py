@@ -1,0 +1,57 @@
+"""An outsider's attacks on the admin listener (SPEC §16, with §6/§12/§14 where they apply),
+each one a finding turned into a test: real TLS on loopback, a real Redis, no mocks."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.adminsupport import start_admin
+from tests.conftest import ProxyFactory
+from tests.helpers import raw_tls_exchange
+
+
+async def test_a_malformed_head_on_the_admin_port_never_echoes_the_key(
+    start_proxy: ProxyFactory,
+    redis_client: aioredis.Redis,
+    client_ssl: ssl.SSLContext,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # aiohttp's stock protocol quoted the bad header line (the admin key) in its 400 page and
+    # its error log, and sent that page without HSTS.
+    admin = await start_admin(start_proxy)
+    key = (await admin.issue("ops", "sidecar:read")).key
+    port = admin.proxy.server.admin_port
+    assert port is not None
+    caplog.set_level(logging.DEBUG)
+    head = (
+        b"GET /admin/v1/keys HTTP/1.1\r\nHost: localhost\r\n"
+        b"Authorization: Bearer " + key.encode() + b"\x01\r\n\r\n"
+    )
+    answer = await raw_tls_exchange(port, head, client_ssl)
+    assert answer.raw.startswith(b"HTTP/1.")
+    assert b" 400 " in answer.raw.split(b"\r\n", 1)[0]
+    assert key.encode() not in answer.raw
+    assert b"Strict-Transport-Security" in answer.raw
+    assert b"Cache-Control: no-store" in answer.raw
+    assert all(key not in record.getMessage() for record in caplog.records)
+    assert key not in caplog.text
+
+
+async def test_a_head_that_never_completes_is_cut_off_on_the_admin_port(
+    start_proxy: ProxyFactory, redis_client: aioredis.Redis, client_ssl: ssl.SSLContext
+) -> None:
+    # Slowloris: the admin listener waited forever for the rest of a request head.
+    admin = await start_admin(start_proxy, limits={"header_timeout_s": 0.5})
+    port = admin.proxy.server.admin_port
+    assert port is not None
+    started = time.monotonic()
+    answer = await raw_tls_exchange(
+        port, b"GET /admin/v1/openapi.json HTTP/1.1\r\nHost: x\r\n", client_ssl, within=5
+    )
+    assert answer.closed, "the admin port kept a never-finished head open"
+    assert time.monotonic() - started < 4
