@@ -55,3 +55,32 @@ async def test_a_head_that_never_completes_is_cut_off_on_the_admin_port(
     )
     assert answer.closed, "the admin port kept a never-finished head open"
     assert time.monotonic() - started < 4
+
+
+async def test_a_keys_key_grants_and_rotates_only_reserved_scopes_it_holds(
+    start_proxy: ProxyFactory, redis_client: aioredis.Redis
+) -> None:
+    # Privilege escalation: `sidecar:keys` alone minted a `sidecar:audit` key (decrypted
+    # bodies) and rotated the full admin key into its own hands.
+    admin = await start_admin(start_proxy)
+    keeper = (await admin.issue("keeper", "sidecar:keys")).key
+    await admin.issue("root", "sidecar:read", "sidecar:keys", "sidecar:audit")
+    refused = {"name": "mine", "scopes": ["sidecar:keys", "sidecar:audit"]}
+    async with admin.request("POST", "/admin/v1/keys", keeper, json=refused) as response:
+        assert response.status == 403
+        assert "sidecar:audit" in (await response.json())["detail"]
+    async with admin.request("POST", "/admin/v1/keys/root/rotate", keeper, json={}) as response:
+        assert response.status == 403
+        assert "key" not in await response.json()
+    for name, scopes in (("peer", ["sidecar:keys"]), ("app", ["*"])):
+        body = {"name": name, "scopes": scopes}
+        async with admin.request("POST", "/admin/v1/keys", keeper, json=body) as response:
+            assert response.status == 201
+    async with admin.request("POST", "/admin/v1/keys/app/rotate", keeper, json={}) as response:
+        assert response.status == 201
+    assert {record.name for record in await admin.lifecycle.store.records()} == {
+        "keeper",
+        "root",
+        "peer",
+        "app",
+    }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -15,11 +16,11 @@ from sidecar.admin.context import CALLER
 from sidecar.admin.params import check_fields, read_body
 from sidecar.audit.admin_events import Actor
 from sidecar.durations import parse_duration, parse_moment
-from sidecar.errors import Conflict, InvalidParameter, NotFound
+from sidecar.errors import Conflict, InvalidParameter, MissingScope, NotFound
 from sidecar.keys.format import check_name, check_scope
 from sidecar.keys.lifecycle import InvalidKeyRequest
 from sidecar.keys.records import KeyRecord
-from sidecar.keys.scopes import ADMIN_SCOPES, check_admin_scope
+from sidecar.keys.scopes import ADMIN_SCOPES, check_admin_scope, is_admin
 from sidecar.keys.store import KeyStoreError, NewKey, NoSuchKey
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ async def create_key(request: web.Request, context: AdminContext) -> web.StreamR
     check_fields(body, CREATE_FIELDS)
     name = _name(body.get("name"), "name")
     scopes = _scopes(body.get("scopes"))
+    _only_held(request, scopes, "grant")
     expires_at = None
     if body.get("expires") is not None:
         expires = _string(body["expires"], "expires")
@@ -91,7 +93,9 @@ async def rotate_key(request: web.Request, context: AdminContext) -> web.StreamR
     check_fields(body, ROTATE_FIELDS)
     grace_text = _string(body.get("grace", DEFAULT_GRACE), "grace")
     grace = _value(lambda: parse_duration(grace_text, at_most=MAX_GRACE), "grace", _GRACE_RULE)
-    name = (await _newest(request, context)).name
+    newest = await _newest(request, context)
+    _only_held(request, newest.scopes, "rotate a key holding")  # the 201 hands over its successor
+    name = newest.name
     try:
         new = await context.lifecycle.rotate(
             name, grace_s=grace.total_seconds(), actor=actor(request)
@@ -124,6 +128,16 @@ async def delete_key(request: web.Request, context: AdminContext) -> web.StreamR
 def actor(request: web.Request) -> Actor:
     """The calling admin key, as the admin events name it."""
     return request[CALLER].actor()
+
+
+def _only_held(request: web.Request, scopes: Iterable[str], doing: str) -> None:
+    """403 unless the caller holds every reserved scope in `scopes`: without this a key with
+    `sidecar:keys` alone minted (or rotated into its hands) a key with `sidecar:audit`, i.e.
+    read decrypted bodies it was never given. Proxy scopes are what `sidecar:keys` manages."""
+    held = request[CALLER].scopes
+    lacking = sorted({scope for scope in scopes if is_admin([scope]) and scope not in held})
+    if lacking:
+        raise MissingScope(f"cannot {doing} {', '.join(lacking)}: the key lacks it", lacking)
 
 
 def _refusal(exc: KeyStoreError) -> NotFound | Conflict:
