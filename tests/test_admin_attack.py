@@ -3,6 +3,7 @@ each one a finding turned into a test: real TLS on loopback, a real Redis, no mo
 
 from __future__ import annotations
 
+import base64
 import logging
 import ssl
 import time
@@ -84,3 +85,26 @@ async def test_a_keys_key_grants_and_rotates_only_reserved_scopes_it_holds(
         "peer",
         "app",
     }
+
+
+def _cursor(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("path", ["events", "audit", "admin-events"])
+async def test_forged_cursors_and_out_of_range_times_are_400_not_500(
+    start_proxy: ProxyFactory, redis_client: aioredis.Redis, path: str
+) -> None:
+    admin = await start_admin(start_proxy)
+    reader = (await admin.issue("ops", "sidecar:read")).key
+    forged = ["0-0", "9223372036854775808-0", "1-18446744073709551616", "9" * 20 + "-" + "9" * 20]
+    queries = [f"cursor={_cursor(raw)}" for raw in forged] + [
+        "since=0001-01-01T00:00:00Z",
+        "until=9999-12-31T23:59:59Z",
+    ]
+    for query in queries:
+        async with admin.request("GET", f"/admin/v1/{path}?{query}", reader) as response:
+            assert response.status == 400, query
+            assert (await response.json())["detail"].split(":")[0] in {"cursor", "since", "until"}
+    async with admin.request("GET", f"/admin/v1/{path}?cursor={_cursor('1-1')}", reader) as ok:
+        assert ok.status == 200

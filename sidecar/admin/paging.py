@@ -28,6 +28,7 @@ from sidecar.storage.client import RedisClient
 
 CHUNK = 200
 SCAN_BUDGET = 5_000
+_ID_MAX = 2**63 - 1
 
 Keep = Callable[[dict[str, Any]], bool]
 
@@ -67,7 +68,12 @@ def decode_cursor(text: str) -> StreamId:
         ms, seq = raw.split(b"-")
         if not (ms.isdigit() and seq.isdigit()) or len(raw) > 41:
             raise ValueError
-        return int(ms), int(seq)
+        position = int(ms), int(seq)
+        # A forged one beyond what Redis ids and the archive's bigints hold, or 0-0 (nothing
+        # lies below it), made Redis or PostgreSQL fail: a 500 instead of this 400.
+        if position == (0, 0) or max(position) > _ID_MAX:
+            raise ValueError
+        return position
     except (ValueError, binascii.Error):
         raise ValueError("not a cursor this API gave (use next_cursor as it came)") from None
 

@@ -24,6 +24,8 @@ _MOMENT_FORMS = "use 30m, 24h, 7d or an RFC 3339 time"
 _STATUS = re.compile(r"([1-5])(xx|\d\d)")
 _METHOD = re.compile(r"[A-Z]{1,16}")
 _TEXT_MAX = 256
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def read_query(request: web.Request, params: tuple[Param, ...]) -> dict[str, Any]:
@@ -86,6 +88,10 @@ def parse_moment(text: str, now: datetime | None = None) -> datetime:
         raise ValueError(_MOMENT_FORMS) from None
     if parsed.tzinfo is None:
         raise ValueError(f"{_MOMENT_FORMS} (with its offset, e.g. Z)")
+    # Paging widens the bounds by the clock skew and turns them into stream ids: year 1 or
+    # 9999 overflowed there (a 500), and nothing was written before 1970 anyway.
+    if not _EARLIEST <= parsed <= _LATEST:
+        raise ValueError(f"{_MOMENT_FORMS} between 1970 and 9000")
     return parsed
 
 
