@@ -108,3 +108,29 @@ async def test_forged_cursors_and_out_of_range_times_are_400_not_500(
             assert (await response.json())["detail"].split(":")[0] in {"cursor", "since", "until"}
     async with admin.request("GET", f"/admin/v1/{path}?cursor={_cursor('1-1')}", reader) as ok:
         assert ok.status == 200
+
+
+async def test_a_key_string_in_a_key_path_is_not_echoed(
+    start_proxy: ProxyFactory, redis_client: aioredis.Redis
+) -> None:
+    admin = await start_admin(start_proxy)
+    reader = (await admin.issue("ops", "sidecar:read")).key
+    for target in (reader, "a" * 5000, "caf\u00e9"):
+        async with admin.request("GET", f"/admin/v1/keys/{target}", reader) as response:
+            assert response.status == 404
+            assert target not in await response.text()
+
+
+async def test_a_body_field_given_twice_is_refused(
+    start_proxy: ProxyFactory, redis_client: aioredis.Redis
+) -> None:
+    admin = await start_admin(start_proxy)
+    keeper = (await admin.issue("keeper", "sidecar:keys")).key
+    body = '{"name": "twice", "scopes": ["sidecar:keys"], "scopes": ["orders:read"]}'
+    headers = {"Content-Type": "application/json"}
+    async with admin.request(
+        "POST", "/admin/v1/keys", keeper, data=body, headers=headers
+    ) as response:
+        assert response.status == 400
+        assert (await response.json())["detail"].startswith("body:")
+    assert "twice" not in {record.name for record in await admin.lifecycle.store.records()}

@@ -56,11 +56,26 @@ async def read_body(request: web.Request) -> Mapping[str, Any]:
     if not raw.strip():
         return {}
     try:
-        document = json.loads(raw)
+        document = json.loads(raw, object_pairs_hook=_unique_fields)
+    except _DuplicateField:
+        raise InvalidParameter("body", "a field given twice") from None
     except (ValueError, RecursionError):
         raise InvalidParameter("body", "not JSON") from None
     if not isinstance(document, dict):
         raise InvalidParameter("body", "must be a JSON object")
+    return document
+
+
+class _DuplicateField(Exception):
+    pass
+
+
+def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # `{"scopes": ["sidecar:read"], "scopes": ["x:y"]}`: json keeps the last, a log or a
+    # gateway in front may read the first. One reading of a body, as SPEC §14 asks.
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise _DuplicateField
     return document
 
 

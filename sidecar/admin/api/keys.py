@@ -147,6 +147,12 @@ def _refusal(exc: KeyStoreError) -> NotFound | Conflict:
 
 async def _newest(request: web.Request, context: AdminContext) -> KeyRecord:
     name = request.match_info["name"]
+    try:
+        check_name(name)
+    except ValueError:
+        # Not a name a key can have: never looked up, never echoed (a key string pasted into
+        # the path came back in the 404's detail).
+        raise NotFound("no key by that name (names are 1-64 of A-Z a-z 0-9 . _ : -)") from None
     records = await context.store.records_named(name)
     if not records:
         raise NotFound(f"no key named {name!r}")
