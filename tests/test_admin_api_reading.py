@@ -162,6 +162,10 @@ async def test_since_names_the_forms_it_takes_never_the_value(
     admin_sidecar: AdminSidecar,
 ) -> None:
     reader = await admin_sidecar.key("reader", [READ])
-    answer = await admin_sidecar.admin.get(EVENTS, reader, since=reader)
+    answer = await admin_sidecar.admin.get(EVENTS, reader, since="<b>last tuesday</b>")
     assert answer.status == 400
     assert answer.body["detail"] == "since: use 30m, 24h, 7d or an RFC 3339 time"
+    # A key pasted there is refused before any parameter is read (a key in the URL), unechoed.
+    answer = await admin_sidecar.admin.get(EVENTS, reader, since=reader)
+    assert answer.status == 400
+    assert reader not in str(answer.body)

@@ -134,3 +134,31 @@ async def test_a_body_field_given_twice_is_refused(
         assert response.status == 400
         assert (await response.json())["detail"].startswith("body:")
     assert "twice" not in {record.name for record in await admin.lifecycle.store.records()}
+
+
+async def test_a_key_in_the_admin_query_string_is_refused_and_flagged_exposed(
+    start_proxy: ProxyFactory, redis_client: aioredis.Redis
+) -> None:
+    # SPEC §4/§14 held on the proxy port only: `?access_token=<admin key>` was answered 401
+    # (or 200 beside a good Bearer) and the key never flagged.
+    admin = await start_admin(start_proxy)
+    reader = (await admin.issue("reader", "sidecar:read")).key
+    pasted = (await admin.issue("pasted", "sidecar:read")).key
+    for query in (f"?access_token={pasted}", f"?key={pasted.replace('_', '%5F')}"):
+        async with admin.request("GET", "/admin/v1/keys" + query, reader) as response:
+            assert response.status == 400
+            assert pasted not in await response.text()
+    async with admin.request("GET", "/admin/v1/keys/pasted", reader) as response:
+        assert (await response.json())["exposed"] is True
+
+
+async def test_two_authorization_headers_are_refused_on_the_admin_port(
+    start_proxy: ProxyFactory, redis_client: aioredis.Redis
+) -> None:
+    # The first was used and the second ignored: a server in front may read the other one.
+    admin = await start_admin(start_proxy)
+    key = (await admin.issue("ops", "sidecar:read")).key
+    headers = [("Authorization", f"Bearer {key}"), ("Authorization", "Bearer nope")]
+    async with admin.proxy.session.get(admin.url + "/admin/v1/keys", headers=headers) as response:
+        assert response.status == 400
+        assert key not in await response.text()

@@ -12,7 +12,8 @@ from aiohttp import web
 
 from sidecar.admin.context import CALLER, REQUEST_ID, AdminCaller, AdminContext
 from sidecar.audit.admin_events import Actor
-from sidecar.errors import AuthenticationFailed, MissingScope, Rejected
+from sidecar.errors import AuthenticationFailed, BadRequest, KeyInUrl, MissingScope, Rejected
+from sidecar.guard.keyshapes import find_key
 from sidecar.keys.scopes import is_admin
 from sidecar.proxy.headers import client_address
 
@@ -27,6 +28,7 @@ async def authenticate_admin(request: web.Request, context: AdminContext, scope:
         tuple(context.settings.trusted_proxies),
     )
     try:
+        await _refuse_misplaced_key(request, context, client_ip)
         principal = await context.authenticator.authenticate(_bearer(request), client_ip)
         if not is_admin(principal.scopes):
             raise AuthenticationFailed(
@@ -68,8 +70,22 @@ async def _record_failure(
     await context.admin_events.record("sign_in_failed", actor, key_name, detail)
 
 
+async def _refuse_misplaced_key(
+    request: web.Request, context: AdminContext, client_ip: str
+) -> None:
+    """SPEC §4/§14 on this port too: a key in the query string (a URL ends up in histories,
+    proxies' logs, Referer headers) is refused, and flagged exposed once its secret verifies."""
+    presented = find_key(request.rel_url.raw_query_string)
+    if presented is not None:
+        await context.authenticator.flag_exposed(presented, client_ip)
+        raise KeyInUrl("an API key in the URL is refused; it is now flagged as exposed")
+
+
 def _bearer(request: web.Request) -> str | None:
     # Bearer only: the proxy's `keys.header` (X-API-Key) is for upstream clients, and an
     # admin key must not be sent the way proxy keys are.
+    if len(request.headers.getall("Authorization", ())) > 1:
+        # SPEC §14, one reading: a server in front may take the other one.
+        raise BadRequest("more than one Authorization header")
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
