@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ async def sign_in(page: Page, key: str) -> None:
     await page.goto("/login")
     await page.get_by_label("Admin key").fill(key)
     await page.get_by_role("button", name="Sign in").click()
-    await expect(page).not_to_have_url("**/login")
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
 
 
 async def screenshots(page: Page, name: str) -> list[Path]:
@@ -134,3 +135,11 @@ def describe(violations: list[dict[str, Any]]) -> str:
             f"{violation['id']} ({violation['impact']}): {violation['help']} at {targets[:5]}"
         )
     return "\n".join(lines)
+
+
+def unique(stem: str) -> str:
+    """A name no other test of the package uses (they share one sidecar)."""
+    return f"{stem}-{secrets.token_hex(4)}"
+
+
+NOT_A_KEY = "not-a-key"  # what a client with a typo sends: refused as malformed_key
