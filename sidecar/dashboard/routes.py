@@ -10,7 +10,7 @@ import jinja2
 from aiohttp import web
 
 from sidecar.admin.context import CONTEXT
-from sidecar.dashboard import activity, signin
+from sidecar.dashboard import activity, audit, keys, signin
 from sidecar.dashboard.charts import format_count
 from sidecar.dashboard.gate import gate
 from sidecar.dashboard.rendering import DASHBOARD, Dashboard, see_other
@@ -52,6 +52,8 @@ def install_dashboard(app: web.Application) -> None:
     app.router.add_post("/login", signin.login)
     app.router.add_post("/logout", signin.logout)
     activity.add_routes(app.router)
+    keys.add_routes(app.router)
+    audit.add_routes(app.router)
     app.router.add_static("/static/", HERE / "static")
 
     async def headers(request: web.Request, response: web.StreamResponse) -> None:
