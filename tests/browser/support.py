@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,9 @@ from sidecar.keys.scopes import AUDIT, KEYS, READ
 from tests.adminsupport import TEST_ACTOR
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# Git-ignored: the images change on every run (timestamps, random key names). The README
+# shows one committed copy, docs/dashboard-activity.png.
+SCREENSHOTS = ROOT / os.environ.get("SIDECAR_SCREENSHOTS", "screenshots")
 AXE = ROOT / "tests" / "vendor" / "axe.min.js"
 WIDTHS = (1280, 390)  # a laptop and a phone (iPhone 12-15 CSS width)
 HEIGHT = 800
@@ -77,8 +80,9 @@ async def sign_in(page: Page, key: str) -> None:
 
 
 async def screenshots(page: Page, name: str) -> list[Path]:
-    """`docs/screenshots/<name>-1280.png` and `-390.png`: the page as it is now, whole, at both
-    widths. The names are the page's, never anything a test typed (keys least of all)."""
+    """`screenshots/<name>-1280.png` and `-390.png` (the folder: `$SIDECAR_SCREENSHOTS` when
+    set): the page as it is now, whole, at both widths. The names are the page's, never
+    anything a test typed (keys least of all)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     saved = []
     original = page.viewport_size
