@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import typing
 from pathlib import Path
 
@@ -56,3 +57,15 @@ def test_nothing_points_outside_the_repository() -> None:
     for document in documents:
         outside = ".." + "/shared"  # spelled in two parts: this file must not match itself
         assert outside not in document.read_text(encoding="utf-8"), document.name
+
+
+def test_the_readme_images_are_in_the_repository_and_none_is_a_test_output() -> None:
+    """The tests rewrite screenshots/ (git-ignored) on every run; the README shows a committed
+    copy instead, so a test run never changes what the README displays."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme)
+    assert images
+    for image in images:
+        assert (ROOT / image).is_file(), image
+        assert not image.startswith("screenshots/"), image
+    assert "/screenshots/" in (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()

@@ -22,14 +22,36 @@ async def authenticate_admin(request: web.Request, context: AdminContext, scope:
     """Set `request[CALLER]`, or raise the refusal: 401 for no key, a bad one or a proxy key
     (`not_an_admin_key`), 429 past the per-IP failure limit, 403 naming `scope` when the key
     lacks it (scopes imply nothing: `sidecar:keys` does not grant `sidecar:read`)."""
+    client_ip = caller_ip(request, context)
+    try:
+        await _refuse_misplaced_key(request, context, client_ip)
+        presented = _bearer(request)
+    except Rejected as exc:
+        await _record_failure(context, exc, client_ip, request[REQUEST_ID])
+        raise
+    caller = await verify_admin_key(context, presented, client_ip, request[REQUEST_ID])
+    request[CALLER] = caller
+    if scope not in caller.scopes:
+        raise MissingScope(f"the key lacks scope {scope}", [scope])
+
+
+def caller_ip(request: web.Request, context: AdminContext) -> str:
+    """The client's address, through the trusted proxies as the proxy port reads it."""
     client_ip, _ = client_address(
         request.remote or "",
         request.headers.getall("X-Forwarded-For", ()),
         tuple(context.settings.trusted_proxies),
     )
+    return client_ip
+
+
+async def verify_admin_key(
+    context: AdminContext, presented: str | None, client_ip: str, request_id: str
+) -> AdminCaller:
+    """The admin key `presented` as a caller, or the refusal (recorded as `sign_in_failed`):
+    the one check behind both the API's Bearer header and the dashboard's sign-in form."""
     try:
-        await _refuse_misplaced_key(request, context, client_ip)
-        principal = await context.authenticator.authenticate(_bearer(request), client_ip)
+        principal = await context.authenticator.authenticate(presented, client_ip)
         if not is_admin(principal.scopes):
             raise AuthenticationFailed(
                 "this key is not an admin key (it holds no sidecar: scope)",
@@ -38,18 +60,15 @@ async def authenticate_admin(request: web.Request, context: AdminContext, scope:
                 key_name=principal.name,
             )
     except Rejected as exc:
-        await _record_failure(context, exc, client_ip, request[REQUEST_ID])
+        await _record_failure(context, exc, client_ip, request_id)
         raise
-    caller = AdminCaller(
+    return AdminCaller(
         key_id=principal.key_id,
         name=principal.name,
         scopes=principal.scopes,
         client_ip=client_ip,
-        request_id=request[REQUEST_ID],
+        request_id=request_id,
     )
-    request[CALLER] = caller
-    if scope not in principal.scopes:
-        raise MissingScope(f"the key lacks scope {scope}", [scope])
 
 
 async def _record_failure(

@@ -18,6 +18,7 @@ from sidecar.audit.admin_events import open_admin_events
 from sidecar.audit.keyfiles import AuditKeys
 from sidecar.audit.writer import WriterHooks
 from sidecar.config import Settings
+from sidecar.dashboard.routes import install_dashboard
 from sidecar.keys.authenticator import Authenticator
 from sidecar.keys.hashing import SecretHasher
 from sidecar.keys.lifecycle import KeyLifecycle
@@ -69,4 +70,6 @@ async def open_admin(
         ),
         archive_url=settings.archive.url,
     )
-    return create_admin_app(context, ENDPOINTS, security_headers=security_headers)
+    app = create_admin_app(context, ENDPOINTS, security_headers=security_headers)
+    install_dashboard(app)  # SPEC §16: the dashboard at `/` of the same listener
+    return app

@@ -11,7 +11,7 @@ from psycopg import sql
 
 from sidecar.admin.api.listing import PAGING, archive, page, source_of
 from sidecar.admin.endpoint import Param
-from sidecar.admin.paging import CHUNK
+from sidecar.admin.paging import CHUNK, Page
 from sidecar.admin.params import (
     parse_method,
     parse_path_prefix,
@@ -52,7 +52,12 @@ AUDIT_QUERY = (
 
 async def list_audit(request: web.Request, context: AdminContext) -> web.StreamResponse:
     """Records, newest first, without bodies."""
-    values = read_query(request, AUDIT_QUERY)
+    page_ = await read_audit(context, read_query(request, AUDIT_QUERY))
+    return web.json_response(page_.to_json())
+
+
+async def read_audit(context: AdminContext, values: dict[str, Any]) -> Page:
+    """One page of records without bodies under `AUDIT_QUERY`'s parsed `values`."""
     statuses = values["status"]
 
     def keep(record: dict[str, Any]) -> bool:
@@ -73,12 +78,16 @@ async def list_audit(request: web.Request, context: AdminContext) -> web.StreamR
         return stripped if context.cipher is None else context.cipher.decrypt_record(stripped)
 
     source = source_of(context, context.settings.audit.stream)
-    return web.json_response((await page(context, source, values, keep, decrypt)).to_json())
+    return await page(context, source, values, keep, decrypt)
 
 
 async def get_audit(request: web.Request, context: AdminContext) -> web.StreamResponse:
     """One record, whole, decrypted."""
-    request_id = request.match_info["request_id"]
+    return web.json_response(await find_record(context, request.match_info["request_id"]))
+
+
+async def find_record(context: AdminContext, request_id: str) -> dict[str, Any]:
+    """The record of `request_id`, whole, decrypted; `NotFound` when there is none."""
     if not 1 <= len(request_id) <= _REQUEST_ID_MAX or not request_id.isprintable():
         raise InvalidParameter("request_id", f"1 to {_REQUEST_ID_MAX} printable characters")
     source = source_of(context, context.settings.audit.stream)
@@ -103,7 +112,7 @@ async def get_audit(request: web.Request, context: AdminContext) -> web.StreamRe
         record = decode_entry(found[1], RECORD_FIELD, decrypt)
     except MalformedEntry as exc:
         raise NotFound(f"the record cannot be read: {exc}") from None
-    return web.json_response(record)
+    return record
 
 
 def without_bodies(record: dict[str, Any]) -> dict[str, Any]:

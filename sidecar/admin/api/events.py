@@ -9,6 +9,7 @@ from aiohttp import web
 
 from sidecar.admin.api.listing import PAGING, page, source_of
 from sidecar.admin.endpoint import Param
+from sidecar.admin.paging import Page
 from sidecar.admin.params import parse_text, read_query
 from sidecar.archive.tables import ADMIN_EVENTS_STREAM
 
@@ -32,7 +33,13 @@ ADMIN_EVENT_QUERY = (
 
 async def list_events(request: web.Request, context: AdminContext) -> web.StreamResponse:
     """Authentication events, newest first; paths decrypted when a key is configured."""
-    values = read_query(request, EVENT_QUERY)
+    page_ = await read_events(context, read_query(request, EVENT_QUERY))
+    return web.json_response(page_.to_json())
+
+
+async def read_events(context: AdminContext, values: dict[str, Any]) -> Page:
+    """One page of authentication events under `EVENT_QUERY`'s parsed `values` (the
+    dashboard reads them through this too)."""
 
     def keep(event: dict[str, Any]) -> bool:
         return (
@@ -45,7 +52,7 @@ async def list_events(request: web.Request, context: AdminContext) -> web.Stream
 
     source = source_of(context, context.settings.audit.events_stream)
     decrypt = None if context.cipher is None else context.cipher.decrypt_event
-    return web.json_response((await page(context, source, values, keep, decrypt)).to_json())
+    return await page(context, source, values, keep, decrypt)
 
 
 async def list_admin_events(request: web.Request, context: AdminContext) -> web.StreamResponse:
