@@ -16,14 +16,14 @@ import base64
 import binascii
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sidecar.archive import reader
 from sidecar.archive.database import Connection
 from sidecar.archive.reader import CLOCK_SKEW, Entry, StreamId
 from sidecar.archive.tables import ArchivedStream
-from sidecar.audit.entries import Decrypt, MalformedEntry, decode_entry
+from sidecar.audit.entries import Decrypt, MalformedEntry, decode_entry, entry_moment
 from sidecar.storage.client import RedisClient
 
 CHUNK = 200
@@ -138,19 +138,6 @@ async def read_page(
     return Page(items, None)
 
 
-def moment(entry_id: bytes, document: dict[str, Any]) -> datetime:
-    """When the entry happened: its `ts`, else (no readable ts) its stream id's time."""
-    ts = document.get("ts")
-    if isinstance(ts, str):
-        try:
-            parsed = datetime.fromisoformat(ts)
-        except ValueError:
-            pass
-        else:
-            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-    return datetime.fromtimestamp(reader.parse_id(entry_id)[0] / 1000, UTC)
-
-
 def start_before(window: Window) -> StreamId | None:
     """Where the walk starts: the cursor, else just above the last id a record up to `until`
     can have."""
@@ -160,7 +147,7 @@ def start_before(window: Window) -> StreamId | None:
 
 
 def _inside(entry_id: bytes, document: dict[str, Any], window: Window) -> bool:
-    when = moment(entry_id, document)
+    when = entry_moment(entry_id, document)
     if window.since is not None and when < window.since:
         return False
     return window.until is None or when <= window.until

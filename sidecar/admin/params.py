@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from sidecar.admin.endpoint import Param
+from sidecar.audit.entries import parse_status as parse_status  # one reading, CLI and API
 from sidecar.durations import parse_duration
 from sidecar.errors import InvalidParameter
 
@@ -21,7 +22,6 @@ DEFAULT_LIMIT = 50
 MAX_BACK = timedelta(days=3650)
 MAX_BODY_BYTES = 64 * 1024  # a key's settings, never a payload
 _MOMENT_FORMS = "use 30m, 24h, 7d or an RFC 3339 time"
-_STATUS = re.compile(r"([1-5])(xx|\d\d)")
 _METHOD = re.compile(r"[A-Z]{1,16}")
 _TEXT_MAX = 256
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -115,17 +115,6 @@ def parse_limit(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
         raise ValueError(f"a whole number from 1 to {MAX_LIMIT}")
     return int(text)
-
-
-def parse_status(text: str) -> tuple[int, int]:
-    """A code (404) or a class (4xx) as an inclusive range."""
-    shape = _STATUS.fullmatch(text.lower())
-    if shape is None:
-        raise ValueError("use a code (404) or a class (4xx)")
-    if shape.group(2) == "xx":
-        low = int(shape.group(1)) * 100
-        return low, low + 99
-    return int(text), int(text)
 
 
 def parse_method(text: str) -> str:

@@ -4,7 +4,9 @@ cannot be read, so a reader can skip it with a word and go on (SPEC §17)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 Decrypt = Callable[[Mapping[str, object]], dict[str, object]]
@@ -37,3 +39,32 @@ def decode_entry(
         return decrypt(document)
     except ValueError as error:  # names the field and the reason, never the content
         raise MalformedEntry(f"cannot decrypt: {error}") from None
+
+
+def entry_moment(entry_id: bytes, document: Mapping[str, Any]) -> datetime:
+    """When the entry's request happened: its `ts`, else (no readable ts) its stream id's time."""
+    ts = document.get("ts")
+    if isinstance(ts, str):
+        try:
+            moment = datetime.fromisoformat(ts)
+        except ValueError:
+            pass
+        else:
+            return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    milliseconds = entry_id.split(b"-", 1)[0]
+    return datetime.fromtimestamp(int(milliseconds) / 1000, UTC)
+
+
+_STATUS = re.compile(r"([1-5])(xx|\d\d)")
+
+
+def parse_status(text: str) -> tuple[int, int]:
+    """A status filter, a code (404) or a class (4xx), as an inclusive range of codes;
+    `ValueError` for anything else (the CLI and the admin API word it their way)."""
+    shape = _STATUS.fullmatch(text.lower())
+    if shape is None:
+        raise ValueError("use a code (404) or a class (4xx)")
+    if shape.group(2) == "xx":
+        low = int(shape.group(1)) * 100
+        return low, low + 99
+    return int(text), int(text)

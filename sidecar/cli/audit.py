@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -27,7 +26,7 @@ from sidecar.archive.reader import CLOCK_SKEW, Entry, RowFilter
 from sidecar.archive.tables import ArchivedStream, archived_streams
 from sidecar.audit.admin_actions import ADMIN_EVENT_FIELD, ADMIN_EVENTS_STREAM
 from sidecar.audit.crypto import BodyCipher
-from sidecar.audit.entries import Decrypt, MalformedEntry, decode_entry
+from sidecar.audit.entries import Decrypt, MalformedEntry, decode_entry, entry_moment, parse_status
 from sidecar.audit.events import EVENT_FIELD
 from sidecar.audit.trail import RECORD_FIELD
 from sidecar.cli import verify as cli_verify
@@ -42,7 +41,6 @@ from sidecar.storage.failures import REDIS_FAILURES
 
 _PAGE = 500
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_STATUS = re.compile(r"([1-5])(xx|\d\d)")
 # SPEC §14: bounds on what the command line takes, so a typo is a usage error, not a
 # traceback (an overflow) or a Redis error reported as Redis being unreachable.
 MAX_SINCE = timedelta(days=3650)
@@ -234,36 +232,19 @@ def _query_filter(args: argparse.Namespace) -> tuple[RowFilter, Keep]:
         raise UsageError(f"--since: {exc}") from None
 
     def keep(entry_id: bytes, document: dict[str, Any]) -> bool:
-        return _moment(entry_id, document) >= since and matches(document)
+        return entry_moment(entry_id, document) >= since and matches(document)
 
     return RowFilter(since=since, key_name=args.key_name, status=status), keep
-
-
-def _moment(entry_id: bytes, document: dict[str, Any]) -> datetime:
-    """When the request was made: its `ts`, else (no readable ts) its stream id's time."""
-    ts = document.get("ts")
-    if isinstance(ts, str):
-        try:
-            moment = datetime.fromisoformat(ts)
-        except ValueError:
-            pass
-        else:
-            return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-    milliseconds = entry_id.split(b"-", 1)[0]
-    return datetime.fromtimestamp(int(milliseconds) / 1000, UTC)
 
 
 def _status_range(text: str | None) -> tuple[int, int] | None:
     """`--status` as an inclusive range of codes: 404 → (404, 404), 4xx → (400, 499)."""
     if text is None:
         return None
-    shape = _STATUS.fullmatch(text.lower())
-    if shape is None:
-        raise UsageError("--status: use a code (404) or a class (4xx)")
-    if shape.group(2) == "xx":
-        low = int(shape.group(1)) * 100
-        return low, low + 99
-    return int(text), int(text)
+    try:
+        return parse_status(text)
+    except ValueError:
+        raise UsageError("--status: use a code (404) or a class (4xx)") from None
 
 
 def _filter(
