@@ -9,6 +9,7 @@ free ports.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -202,3 +203,45 @@ async def start_proxy(
 async def proxy(start_proxy: ProxyFactory) -> Proxy:
     result: Proxy = await start_proxy()
     return result
+
+
+# -- no task outlives its test ----------------------------------------------------------------
+
+TASK_PATIENCE_S = 10.0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every async test gets `tasks_end_with_their_test`, set up first so it is torn down last,
+    after every other fixture (a running sidecar's own shutdown included)."""
+    for item in items:
+        function = getattr(item, "obj", None)
+        fixtures = getattr(item, "fixturenames", None)
+        marker = item.get_closest_marker("asyncio")
+        # Only on a loop of the test's own: a package-scoped loop (the browser tests) keeps
+        # its sidecar's tasks running from one test to the next, on purpose.
+        shared_loop = marker is not None and marker.kwargs.get("loop_scope", "function") != (
+            "function"
+        )
+        if inspect.iscoroutinefunction(function) and isinstance(fixtures, list) and not shared_loop:
+            fixtures.insert(0, "tasks_end_with_their_test")
+
+
+@pytest.fixture
+async def tasks_end_with_their_test() -> AsyncIterator[None]:
+    """Cancel, repeatedly and for a bounded time, what is still running after a test. One
+    cancel is not always enough on Python 3.11 (`asyncio.wait_for` and `asyncio.timeout` can
+    swallow one that lands as their inner wait completes, gh-86296), and pytest-asyncio's
+    loop teardown then waits for such a task forever: a CI run hung there. A task that still
+    will not stop fails the test, naming it, instead of hanging the session."""
+    yield
+    current = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TASK_PATIENCE_S
+    pending = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+    while pending and loop.time() < deadline:
+        for task in pending:
+            task.cancel()
+        _done, still = await asyncio.wait(pending, timeout=0.1)
+        pending = list(still)
+    if pending:
+        pytest.fail(f"tasks outlived the test: {[task.get_coro() for task in pending]}")
