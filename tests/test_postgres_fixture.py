@@ -26,10 +26,12 @@ def test_the_server_listens_on_loopback_only_and_not_as_root(archive_url: str) -
         listen = conn.execute("SHOW listen_addresses").fetchone()
         sockets = conn.execute("SHOW unix_socket_directories").fetchone()
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert backend is not None
+        # Read while connected: the backend process ends with its connection.
+        backend_uid = _uid_of(backend[0])
     assert listen == ("127.0.0.1",)
     assert sockets == ("",)
-    assert backend is not None
-    assert _uid_of(backend[0]) != 0  # PostgreSQL refuses root; as root the server runs as another
+    assert backend_uid != 0  # PostgreSQL refuses root; as root the server runs as another
 
 
 def test_each_test_database_starts_empty_and_is_dropped_afterwards(

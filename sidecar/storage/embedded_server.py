@@ -4,22 +4,23 @@ folder of its own, stopped and the folder removed by `close` or on leaving a `wi
 from __future__ import annotations
 
 import tempfile
+from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Self
 
 
-class EmbeddedServer:
+class EmbeddedServer(ABC):
     """A subclass sets `_dir` and implements `start` (returning itself) and `stop`."""
 
     _dir: tempfile.TemporaryDirectory[str]
 
+    @abstractmethod
     def start(self) -> Self:
         """Run the server (the subclass's); itself, for `with` and chaining."""
-        raise NotImplementedError
 
+    @abstractmethod
     def stop(self) -> None:
         """Stop the server process (the subclass's); its folder stays until `close`."""
-        raise NotImplementedError
 
     def close(self) -> None:
         """Stop the server and remove its folder."""
