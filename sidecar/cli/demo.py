@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import signal
+import ssl
 import sys
 import tempfile
 import time
@@ -17,6 +18,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+import aiohttp
 import yaml
 from aiohttp import web
 
@@ -69,6 +71,23 @@ async def echo_upstream() -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+async def _send_rejected(proxy: str, cert_file: Path, demo_key: str) -> None:
+    """A few refused requests (no key, a wrong one, a missing scope), so the dashboard's
+    activity page has something to show from the first second."""
+    ssl_context = ssl.create_default_context(cafile=str(cert_file))
+    attempts: list[tuple[str, dict[str, str]]] = [
+        ("GET", {}),
+        ("GET", {"Authorization": "Bearer not-a-key"}),
+        ("POST", {"Authorization": f"Bearer {demo_key}"}),  # 403: orders:write missing
+    ]
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=ssl_context), timeout=aiohttp.ClientTimeout(total=5)
+    ) as session:
+        for method, headers in attempts:
+            async with session.request(method, f"{proxy}/v1/orders/42", headers=headers):
+                pass
 
 
 async def _redis_answers(settings: Redis) -> bool:
@@ -181,7 +200,8 @@ async def run_demo(base: Settings, out: TextIO = sys.stdout) -> None:
         server = await stack.enter_async_context(running(settings, check_certificate(settings.tls)))
         demo_key = await _issue_demo_key(settings)
         admin_key = await _issue_demo_key(settings, "demo-admin", ADMIN_SCOPES)
-        admin = f"https://localhost:{server.admin_port}/admin/v1"
+        dashboard = f"https://localhost:{server.admin_port}/"
+        admin = f"{dashboard}admin/v1"
         proxy = f"https://localhost:{server.proxy_port}"
         health = f"http://127.0.0.1:{server.health_port}"
         archive = (
@@ -205,6 +225,7 @@ sidecar demo is up.
   upstream  {upstream_url}   (an echo server)
   redis     {redacted_url(redis.url)}{embedded}
   archive   {archive}
+  dashboard {dashboard}   (sign in with the admin key below)
   admin     {admin}/openapi.json   (the admin API: TLS, same certificate)
 
 A demo key (scope orders:read), shown this once:
@@ -228,6 +249,7 @@ Ctrl-C stops everything.
             file=out,
             flush=True,
         )
+        await _send_rejected(proxy, cert_file, demo_key)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
