@@ -58,6 +58,8 @@ async def test_the_demo_archives_in_its_own_postgresql_and_shows_how_to_query_it
     try:
         banner = await asyncio.wait_for(read_banner(process), START_DEADLINE_S)
         assert re.search(r"archive +postgresql://\S+ \(embedded, stopped on exit\)", banner)
+        assert re.search(r"dashboard +https://localhost:\d+/ ", banner), banner  # SPEC §16
+        assert "An admin key (scopes sidecar:read, sidecar:keys, sidecar:audit)" in banner
         proxy = re.search(r"proxy +(https://localhost:\d+)", banner)
         cert = re.search(r"certificate (\S+\.pem)", banner)
         key = re.search(r"shown this once:\n +(\S+)", banner)
