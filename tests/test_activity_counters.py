@@ -21,10 +21,11 @@ from sidecar.audit.activity_counters import (
 from sidecar.runtime.serve import running
 from sidecar.runtime.tls import check_certificate
 from sidecar.storage.embedded import EmbeddedRedis
-from tests.authsupport import ROUTES, call
+from tests.activitysupport import send_traffic
+from tests.authsupport import ROUTES
 from tests.conftest import Proxy, ProxyFactory, SettingsFactory
 from tests.helpers import wait_until
-from tests.keysupport import FAST_KEYS, issue, with_other_secret
+from tests.keysupport import FAST_KEYS
 
 
 async def activity(redis: aioredis.Redis, pattern: str = "[0-9]*") -> dict[str, int]:
@@ -47,15 +48,7 @@ async def test_a_running_sidecar_counts_records_and_each_event_per_key(
     start_proxy: ProxyFactory, redis_client: aioredis.Redis
 ) -> None:
     proxy: Proxy = await start_proxy(keys=FAST_KEYS, routes=ROUTES)
-    good = await issue(redis_client, proxy.server.sidecar.settings, "good", ["orders:read"])
-    for _ in range(3):
-        assert (await call(proxy, "/v1/orders/1", key=good.key)).status == 200
-    assert (await call(proxy, "/public/ping")).status == 200
-    for _ in range(2):
-        assert (await call(proxy, "/v1/orders/1")).status == 401
-    assert (await call(proxy, "/v1/orders/1", key=with_other_secret(good.key))).status == 401
-    assert (await call(proxy, "/v1/orders", key=good.key, method="POST")).status == 403
-    key_id = good.record.key_id
+    key_id = await send_traffic(proxy, redis_client)
     expected = {
         f"{key_id}|allowed": 3,
         "-|allowed": 1,

@@ -13,27 +13,14 @@ import redis.asyncio as aioredis
 from sidecar.admin.activity import RANGES, SPANS, ActivityReader
 from sidecar.audit.activity_counters import ALLOWED, ActivityCounters
 from sidecar.errors import Unavailable
-from tests.authsupport import ROUTES, call
+from tests.activitysupport import send_traffic
+from tests.authsupport import ROUTES
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import wait_until
-from tests.keysupport import FAST_KEYS, issue, with_other_secret
+from tests.keysupport import FAST_KEYS
 
 EVERY_KEY = {"allowed": 4, "rejected": {"missing_key": 2, "invalid_secret": 1, "missing_scope": 1}}
 GOOD_KEY = {"allowed": 3, "rejected": {"invalid_secret": 1, "missing_scope": 1}}
-
-
-async def send_traffic(proxy: Proxy, redis: aioredis.Redis) -> str:
-    """Three allowed requests with a key and one without; two missing keys, a wrong secret
-    and a missing scope: the key's id."""
-    good = await issue(redis, proxy.server.sidecar.settings, "good", ["orders:read"])
-    for _ in range(3):
-        assert (await call(proxy, "/v1/orders/1", key=good.key)).status == 200
-    assert (await call(proxy, "/public/ping")).status == 200
-    for _ in range(2):
-        assert (await call(proxy, "/v1/orders/1")).status == 401
-    assert (await call(proxy, "/v1/orders/1", key=with_other_secret(good.key))).status == 401
-    assert (await call(proxy, "/v1/orders", key=good.key, method="POST")).status == 403
-    return good.record.key_id
 
 
 async def expect_totals(reader: ActivityReader, key_id: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from sidecar.dashboard.rendering import (
     sign_in_caller,
 )
 from sidecar.dashboard.sessions import SESSION_COOKIE, Session, clear_session_cookie
-from sidecar.errors import Rejected
+from sidecar.errors import MethodNotAllowed, NotFound, Rejected
 from sidecar.keys.scopes import is_admin
 
 log = structlog.get_logger("sidecar.dashboard")
@@ -60,9 +60,9 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Rejected as exc:
         return _refusal_page(request, exc)
     except web.HTTPNotFound:
-        return _refusal_page(request, _Missing("no such page"))
+        return _refusal_page(request, NotFound("no such page"))
     except web.HTTPMethodNotAllowed:
-        return _refusal_page(request, _NotAllowed(f"{request.method} is not allowed here"))
+        return _refusal_page(request, MethodNotAllowed(f"{request.method} is not allowed here"))
     except web.HTTPException:
         raise
     except Exception:
@@ -99,16 +99,6 @@ def _refusal_page(request: web.Request, exc: Rejected) -> web.Response:
     for name, value in exc.headers.items():
         response.headers[name] = value
     return response
-
-
-class _Missing(Rejected):
-    status = 404
-    title = "Not found"
-
-
-class _NotAllowed(Rejected):
-    status = 405
-    title = "Method not allowed"
 
 
 class _Failed(Rejected):
