@@ -363,10 +363,11 @@ def test_the_configmap_embeds_deploy_sidecar_yaml_verbatim() -> None:
 def test_the_container_reads_the_mounted_configuration() -> None:
     final = dockerfile_stages()[-1]
     assert exec_form(final.last("ENTRYPOINT")) == ["sidecar"]
-    assert exec_form(final.last("CMD")) == ["serve", "--config", CONFIG_IN_CONTAINER]
+    serve = ["serve", "--config", CONFIG_IN_CONTAINER, "--workers"]
+    assert exec_form(final.last("CMD")) == [*serve, "auto"]
 
     sidecar = container("sidecar")
-    assert sidecar["args"] == ["serve", "--config", CONFIG_IN_CONTAINER]
+    assert sidecar["args"] == [*serve, "2"]
     [mount] = [m for m in sidecar["volumeMounts"] if m["name"] == "config"]
     assert mount["readOnly"] is True
     assert Path(mount["mountPath"]) == Path(CONFIG_IN_CONTAINER).parent
@@ -679,7 +680,7 @@ def test_containers_are_locked_down() -> None:
     final = dockerfile_stages()[-1]
     assert str(sidecar["securityContext"]["runAsUser"]) == final.last("USER").split(":")[0]
     assert spec["securityContext"]["fsGroup"] == sidecar["securityContext"]["runAsGroup"]
-    assert sidecar["resources"]["limits"]["memory"] == "256Mi"
+    assert sidecar["resources"]["limits"]["memory"] == "512Mi"  # two workers
 
 
 @pytest.mark.parametrize("name", ["redis", "postgres"])

@@ -42,6 +42,21 @@ def _common_options(*, suppress: bool) -> argparse.ArgumentParser:
     return common
 
 
+def _worker_count(text: str) -> int:
+    """`--workers`: a count of at least 1, or `auto` for one per usable CPU."""
+    if text == "auto":
+        from sidecar.runtime.cpus import available_cpus
+
+        return available_cpus()
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'auto'") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return count
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `sidecar` argument parser, with every command and its options."""
     parser = argparse.ArgumentParser(
@@ -54,10 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", parents=[common], help="run the proxy")
     serve.add_argument(
         "--workers",
-        type=int,
+        type=_worker_count,
         default=1,
-        metavar="N",
-        help="N processes sharing the ports (SO_REUSEPORT); default 1",
+        metavar="N|auto",
+        help="N processes sharing the ports (SO_REUSEPORT), or `auto`: one per CPU this "
+        "process may use (affinity and cgroup quota); default 1",
     )
     serve.add_argument(
         "--allow-python-parser",
@@ -137,10 +153,6 @@ def _check_config(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from sidecar.runtime.process import check_serving, run_serving
     from sidecar.runtime.workers import Supervisor
-
-    if args.workers < 1:
-        print("sidecar: --workers: must be at least 1", file=sys.stderr)
-        return EXIT_USAGE
 
     loaded = _load(args)
     settings = loaded.settings
