@@ -42,8 +42,9 @@ _TO_MASK = str.maketrans("0123456789", MASK * 10)
 
 # A superset test for the fast path: every card `card_spans` finds lies in a run of digits,
 # spaces and dashes, 13 characters long at least, that holds 13 digits at least. One greedy
-# pattern with no nested repetition: it does not backtrack at every digit.
-_DIGIT_RUN = re.compile(r"\d[\d -]{11,}\d")
+# pattern with no nested repetition: it does not backtrack at every digit. ASCII digits only,
+# as `card_spans` reads them: twice as fast as Unicode `\d` (the check runs on every body).
+_DIGIT_RUN = re.compile(r"[0-9][0-9 -]{11,}[0-9]")
 
 Group = tuple[int, int]  # (start, end) of a group of digits in the text
 Card = tuple[int, int, int]  # (start, end, start of the digits a mask keeps)
