@@ -40,6 +40,11 @@ class Metrics:
         self.argon2_verifications = Counter(
             "sidecar_argon2_verifications", "argon2id verifications run.", registry=r
         )
+        self.argon2_budget_refusals = Counter(
+            "sidecar_argon2_budget_refusals",
+            "Key verifications refused (503) because argon2 had used its CPU share.",
+            registry=r,
+        )
         self.upstream_duration = Histogram(
             "sidecar_upstream_duration_seconds",
             "Upstream time to response headers.",

@@ -403,31 +403,6 @@ async def test_default_route_authenticated(
     assert (await call(proxy, "/v1/admin/users", key=new.key)).status == 403
 
 
-async def test_unknown_key_and_wrong_secret_take_alike_long(
-    start_proxy: ProxyFactory, redis_client: aioredis.Redis
-) -> None:
-    """No enumeration by the clock either: with the real argon2 cost, an unknown id must not
-    answer measurably faster than a known id with a wrong secret."""
-    proxy: Proxy = await start_proxy(routes=ROUTES)  # the default, real argon2 parameters
-    settings = proxy.server.sidecar.settings
-    real = (await issue(redis_client, settings, "timed", ["orders:read"])).key
-
-    async def took(key: str) -> float:
-        started = time.perf_counter()
-        assert (await call(proxy, "/v1/orders/1", key=key)).status == 401
-        return time.perf_counter() - started
-
-    unknown: list[float] = []
-    wrong: list[float] = []
-    for _ in range(5):  # 10 failures: under the default failed-auth limit of 20 a minute
-        unknown.append(await took(generate_key("sk", "live")[0]))
-        wrong.append(await took(with_other_secret(real)))
-    unknown.sort()
-    wrong.sort()
-    # Medians; argon2 dominates a wrong-secret answer, so a skipped hash shows as a ratio ~0.1.
-    assert unknown[2] > 0.5 * wrong[2], (unknown, wrong)
-
-
 async def test_an_internal_error_answers_a_consistent_500(
     proxy: Proxy, redis_client: aioredis.Redis, upstream: UpstreamServer
 ) -> None:

@@ -142,6 +142,11 @@ class Argon2(Section):
     time_cost: int = Field(2, ge=1, le=20)
     memory_cost: int = Field(19456, ge=8, le=4 * 1024 * 1024)
     parallelism: int = Field(1, ge=1, le=16)
+    # The budget of argon2 time per process (see `keys.budget`): verifications for known ids
+    # may use at most this share of the usable CPUs, and those from addresses with no failed
+    # attempt in their `failed_auth_per_ip` window may dip `reserve_s` CPU-seconds further.
+    max_cpu_share: float = Field(0.5, gt=0, le=1)
+    reserve_s: float = Field(0.5, ge=0, le=60)
 
 
 class Keys(Section):
@@ -153,6 +158,9 @@ class Keys(Section):
     cache_ttl_s: PositiveFloat = 30
     stale_if_error_s: NonNegativeFloat = 300
     max_age_days: PositiveInt = 365
+    # How long an id Redis does not hold is answered `unknown_key` without asking Redis again
+    # (0: never); key creation announces its id, so a new key works at once anyway.
+    unknown_id_cache_s: float = Field(5, ge=0, le=300)
     argon2: Argon2 = Argon2()
 
     @field_validator("header")

@@ -2,9 +2,14 @@
 
 Order matters for cost and for what a guesser can learn: shape and checksum first (no I/O),
 then the environment in the key, then the in-process cache (no I/O), then Redis and argon2
-(in the bounded `Argon2Pool`). Status, expiry and the network allowlist are checked on every
-request, cached or not, and only after the secret is proven, so a wrong secret never learns
-whether a key is revoked or expired.
+(in the bounded `Argon2Pool`, within its CPU budget). Status, expiry and the network allowlist
+are checked on every request, cached or not, and only after the secret is proven, so a wrong
+secret never learns whether a key is revoked or expired.
+
+An id Redis does not hold costs no argon2, and for `keys.unknown_id_cache_s` no Redis round
+trip either. Answering it faster than a wrong secret tells that the id does not exist, which
+is no secret: ids are public (events, the upstream's X-Sidecar-Key-Id, the admin API), and
+what protects a key is its 256-bit secret (docs/security.md, "Unknown key ids").
 """
 
 from __future__ import annotations
@@ -13,13 +18,13 @@ import asyncio
 import hashlib
 import hmac
 import ipaddress
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sidecar.config import Keys
 from sidecar.errors import AuthenticationFailed, MissingKey, RateLimited, Unavailable
+from sidecar.keys.budget import BudgetSpent
 from sidecar.keys.cache import CacheHit, KeyCache
 from sidecar.keys.format import MalformedKey, parse_key
 from sidecar.keys.hashing import Argon2Pool
@@ -69,10 +74,10 @@ class Authenticator:
         self._environment = keys.environment
         self._store = store
         self._metrics = metrics
-        self.cache = KeyCache(keys.cache_ttl_s, keys.stale_if_error_s)
+        self.cache = KeyCache(
+            keys.cache_ttl_s, keys.stale_if_error_s, unknown_ttl_s=keys.unknown_id_cache_s
+        )
         self._argon2 = argon2
-        # Verified against when a key id is unknown, so that costs what a wrong secret costs.
-        self._decoy_hash = argon2.hasher.hash(secrets.token_urlsafe(32))
         self._in_flight: dict[tuple[str, bytes], asyncio.Task[KeyRecord]] = {}
         self._per_key = limiters.get("key")
         self._failed_per_ip = limiters.get("failed_auth_ip")
@@ -136,6 +141,9 @@ class Authenticator:
     ) -> KeyRecord:
         """Concurrent requests with the same uncached key share one look-up and one argon2
         run: a cold burst must not cost argon2 once per request (SPEC §4: once per key)."""
+        if key_id in self.cache.unknown:  # absent from Redis a moment ago: no need to ask again
+            await self._count_attempt(client_ip)
+            raise AuthenticationFailed(_UNKNOWN, event="unknown_key", key_id=key_id)
         flight_key = (key_id, digest)
         flight = self._in_flight.get(flight_key)
         if flight is None:
@@ -157,15 +165,23 @@ class Authenticator:
     async def _look_up(
         self, key_id: str, secret: str, digest: bytes, client_ip: str, proven: str | None
     ) -> KeyRecord:
+        since = self.cache.unknown.generation  # before the read: see `UnknownIds.note`
         record = await self._store.fetch(key_id)
         if record is None:
-            # As slow as a wrong secret: the clock must not tell a guesser which ids exist.
+            # No decoy argon2: ids are public, so "no such id" answered fast reveals nothing.
+            self.cache.unknown.note(key_id, since)
             await self._count_attempt(client_ip)
-            await self._argon2.verify(self._decoy_hash, secret)
             raise AuthenticationFailed(_UNKNOWN, event="unknown_key", key_id=key_id)
         if proven is None or not hmac.compare_digest(proven, record.hash):
-            await self._count_attempt(client_ip)
-            if not await self._argon2.verify(record.hash, secret):
+            clean = await self._count_attempt(client_ip)
+            try:
+                verified = await self._argon2.verify(record.hash, secret, reserve=clean)
+            except BudgetSpent:
+                # Not run, so not a failure: a valid key retrying must not use up its address.
+                self._metrics.argon2_budget_refusals.inc()
+                await self._refund_attempt(client_ip)
+                raise
+            if not verified:
                 raise AuthenticationFailed(_UNKNOWN, event="invalid_secret", key_id=key_id)
             await self._refund_attempt(client_ip)
         if record.environment != self._environment:
@@ -225,15 +241,24 @@ class Authenticator:
                 refusal.event = None
             raise refusal
 
-    async def _count_attempt(self, client_ip: str) -> None:
+    async def _count_attempt(self, client_ip: str) -> bool:
         """`rate_limits.failed_auth_per_ip`, counted before each argon2 run a client address
-        causes and given back when the key proves valid. Counting first (not after the
-        failure) means a flood cannot outrun its own counter, and the refusal costs no argon2."""
+        causes (and each unknown id) and given back when the key proves valid. Counting first
+        (not after the failure) means a flood cannot outrun its own counter, and the refusal
+        costs no argon2. Only the first refusal of a window is an event, as for
+        `check_unauthenticated`: the events stream must not grow at the flood's rate.
+
+        True when this is the address's only attempt in its window (a clean address: it may
+        use the argon2 budget's reserve); also True with no limit configured."""
         if self._failed_per_ip is None:
-            return
+            return True
         window = await self._failed_per_ip.hit(client_ip)
         if window.exceeded:
-            raise _rate_limited("too many failed authentications from this address", window)
+            refusal = _rate_limited("too many failed authentications from this address", window)
+            if window.count > window.limit + 1:
+                refusal.event = None
+            raise refusal
+        return window.count <= 1
 
     async def _refund_attempt(self, client_ip: str) -> None:
         if self._failed_per_ip is None:

@@ -5,7 +5,9 @@ multi-key scripts below stay legal there):
 - `sidecar:{keys}:id:<id>`   a hash: the record (argon2 hash + metadata), never the key
 - `sidecar:{keys}:name:<n>`  the id currently issued under name n
 - `sidecar:{keys}:ids`       every id, for listing
-Changes are announced on `INVALIDATE_CHANNEL` so every replica drops its cached copy.
+Changes are announced on `INVALIDATE_CHANNEL` so every replica drops its cached copy, and
+so are new ids (a creation, a rotation's successor): a replica that cached the id as unknown
+must not refuse the new key.
 
 Every change that touches more than one key is one Lua script: atomic on a single server, on
 a Sentinel-managed master and on a cluster alike (redis-py's cluster transactions are not
@@ -175,6 +177,7 @@ class KeyStore:
         )
         if not created:
             raise KeyExists(f"a key named {name!r} exists already (rotate or delete it)")
+        await self._announce(record.key_id)
         return NewKey(key=key, record=record)
 
     async def rotate(
@@ -234,8 +237,9 @@ class KeyStore:
             if outcome == 1:
                 break
             # 0: someone rotated, deleted or re-created the name meanwhile: read again.
-        # Every replica drops its cached copies of each key whose end moved.
-        await self._announce(old.key_id, *earlier)
+        # Every replica drops its cached copies of each key whose end moved, and forgets the
+        # new id if it had it as unknown (first: it is the one a client is about to use).
+        await self._announce(new.key_id, old.key_id, *earlier)
         return NewKey(key=key, record=new)
 
     async def revoke(self, name: str) -> list[str]:

@@ -24,6 +24,7 @@ from sidecar.audit.trail import RECORD_FIELD, AuditTrail
 from sidecar.audit.writer import DurableStreamWriter, WriterHooks
 from sidecar.config import Settings
 from sidecar.keys.authenticator import Authenticator
+from sidecar.keys.budget import Argon2Budget
 from sidecar.keys.hashing import Argon2Pool, SecretHasher
 from sidecar.keys.invalidation import listen_for_invalidations
 from sidecar.keys.store import KeyStore
@@ -99,6 +100,7 @@ async def open_sidecar(
             # Half the CPUs at most: a flood of guessed keys must leave the event loop a core.
             workers=max(1, available_cpus() // 2),
             on_verify=metrics.argon2_verifications.inc,
+            budget=Argon2Budget.for_cpus(available_cpus(), settings.keys.argon2),
         )
         stack.callback(argon2.close)
         authenticator = _create_authenticator(settings, redis, metrics, argon2, tasks)
