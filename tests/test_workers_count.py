@@ -31,3 +31,14 @@ def test_a_bad_count_exits_2_naming_the_option(
     error = capsys.readouterr().err
     assert "--workers" in error
     assert complaint in error
+
+
+def test_workers_split_the_cpus_their_budgets_are_sized_from() -> None:
+    from sidecar.runtime import cpus
+
+    try:
+        cpus.share_cpus_among(4)
+        assert cpus.cpus_per_worker() == cpus.available_cpus() / 4
+    finally:
+        cpus.share_cpus_among(1)
+    assert cpus.cpus_per_worker() == cpus.available_cpus()

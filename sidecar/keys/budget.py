@@ -50,8 +50,9 @@ class Argon2Budget:
         self.estimate_s = _FIRST_ESTIMATE_S
 
     @classmethod
-    def for_cpus(cls, cpus: int, params: Argon2) -> Argon2Budget:
-        """`keys.argon2.max_cpu_share` of `cpus` usable CPUs, with its `reserve_s`."""
+    def for_cpus(cls, cpus: float, params: Argon2) -> Argon2Budget:
+        """`keys.argon2.max_cpu_share` of `cpus` usable CPUs (this process's share of them
+        under `--workers N`), with its `reserve_s`."""
         return cls(cpus * params.max_cpu_share, reserve_s=params.reserve_s)
 
     @property

@@ -35,7 +35,7 @@ from sidecar.proxy.pipeline import Lifecycle, Pipeline
 from sidecar.proxy.routes import RouteTable
 from sidecar.proxy.upstream import UpstreamClient, create_upstream_session
 from sidecar.runtime.admin import AdminParts, open_admin
-from sidecar.runtime.cpus import available_cpus
+from sidecar.runtime.cpus import cpus_per_worker
 from sidecar.runtime.health import ReadinessCheck, create_health_app
 from sidecar.runtime.rotation_due import RotationDueGauge
 from sidecar.runtime.tls import Certificate
@@ -97,10 +97,11 @@ async def open_sidecar(
         tasks = BackgroundTasks()
         argon2 = Argon2Pool(
             SecretHasher(settings.keys.argon2),
-            # Half the CPUs at most: a flood of guessed keys must leave the event loop a core.
-            workers=max(1, available_cpus() // 2),
+            # Half the CPUs at most (of this worker's share): a flood of guessed keys must
+            # leave the event loop a core.
+            workers=max(1, int(cpus_per_worker() // 2)),
             on_verify=metrics.argon2_verifications.inc,
-            budget=Argon2Budget.for_cpus(available_cpus(), settings.keys.argon2),
+            budget=Argon2Budget.for_cpus(cpus_per_worker(), settings.keys.argon2),
         )
         stack.callback(argon2.close)
         authenticator = _create_authenticator(settings, redis, metrics, argon2, tasks)

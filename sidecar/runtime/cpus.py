@@ -26,3 +26,21 @@ def available_cpus(cpu_max: Path = _CPU_MAX) -> int:
     except (ValueError, ZeroDivisionError):
         return count
     return max(1, min(count, limit))
+
+
+class _WorkerShare:
+    """How many worker processes share this machine's CPUs: set once by a `--workers N`
+    worker at start-up, before anything is sized from `cpus_per_worker`."""
+
+    workers = 1
+
+
+def share_cpus_among(workers: int) -> None:
+    """This process is one of `workers` serving processes on the same CPUs."""
+    _WorkerShare.workers = max(1, workers)
+
+
+def cpus_per_worker() -> float:
+    """This process's share of the usable CPUs: what per-process budgets are sized from, so
+    N workers together stay within what one process would take."""
+    return available_cpus() / _WorkerShare.workers

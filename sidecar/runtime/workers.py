@@ -30,12 +30,16 @@ _RESTART_WINDOW_S = 60.0
 _MAX_RESTARTS_PER_WINDOW = 5
 
 
-def _worker_main(config_file: str, index: int, metrics_dir: str, allow_python_parser: bool) -> None:
+def _worker_main(
+    config_file: str, index: int, count: int, metrics_dir: str, allow_python_parser: bool
+) -> None:
     """One worker: a whole serving process of its own (spawned, so nothing is inherited)."""
     from sidecar.config import load_settings
+    from sidecar.runtime.cpus import share_cpus_among
     from sidecar.runtime.logs import configure_logging
     from sidecar.runtime.process import check_serving, run_serving
 
+    share_cpus_among(count)  # the argon2 pool and budget are per process: split them
     settings = load_settings(Path(config_file))
     configure_logging(settings.log.level, settings.log.format)
     structlog.contextvars.bind_contextvars(worker=index)
@@ -85,7 +89,13 @@ class Supervisor:
     def _start(self, index: int) -> None:
         process = multiprocessing.get_context("spawn").Process(
             target=_worker_main,
-            args=(str(self.config_file), index, self.metrics_dir, self.allow_python_parser),
+            args=(
+                str(self.config_file),
+                index,
+                self.count,
+                self.metrics_dir,
+                self.allow_python_parser,
+            ),
             name=f"sidecar-worker-{index}",
         )
         process.start()
