@@ -269,7 +269,7 @@ class UpstreamPool:
     def release(self, connection: UpstreamConnection) -> None:
         """The exchange on `connection` is over: kept for the next one, or closed."""
         if not connection.busy:
-            return  # released already: once is what counts
+            return  # discarded already
         if connection.busy and connection.reusable:
             connection.reset()
             self._idle.append(connection)

@@ -133,6 +133,9 @@ class UpstreamClient:
             return await self._forward_head(request, url, headers, response_headers, close, seal)
         deadline = asyncio.get_running_loop().time() + self._settings.timeout_s
         connection, head = await self._exchange(request, headers, body, deadline)
+        # Released exactly once, as soon as its response is read: from then on another request
+        # may be using it.
+        released = False
         try:
             upstream_seconds = time.perf_counter() - started
             if head.status < 200:
@@ -151,6 +154,7 @@ class UpstreamClient:
                 if capture is not None and data:
                     capture.feed(data)
                 self._pool.release(connection)
+                released = True
                 await seal(response, upstream_seconds)
                 await response.prepare(request)
                 # Head and body in one write: one TLS record for a small answer.
@@ -166,12 +170,14 @@ class UpstreamClient:
             if connection.failure is not None:  # bytes past the end arrived meanwhile
                 raise UpstreamAborted("the upstream sent more than its response")
             self._pool.release(connection)
+            released = True
             if not response.prepared:
                 await response.prepare(request)
             # The held chunk and the end in one write (and one TLS record when it is small).
             await response.write_eof(held)
         finally:
-            self._pool.release(connection)  # a second release of a released one does nothing
+            if not released:
+                self._pool.release(connection)
         return Forwarded(response=response, upstream_seconds=upstream_seconds)
 
     async def _exchange(
@@ -206,9 +212,9 @@ class UpstreamClient:
                             await send_body(connection, body, chunked=length is None)
                         return connection, await connection.read_head()
                     except ConnectionLost:
-                        self._pool.release(connection)
                         if connection.head is not None:  # it answered, then closed
                             return connection, connection.head
+                        self._pool.release(connection)
                         # An idle connection the upstream had closed: nothing of this
                         # request was read, and bytes can be sent again.
                         stale = connection.reused and not connection.received
