@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import uvloop
 
+from sidecar.errors import UpstreamUnavailable
 from sidecar.proxy.pool import UpstreamPool
 from sidecar.proxy.wire import request_head
 from tests.conftest import ProxyFactory
@@ -131,3 +132,20 @@ def test_the_pool_runs_on_uvloop() -> None:
         return statuses, upstream.accepted
 
     assert uvloop.run(scenario()) == ([200, 200, 200], 1)
+
+
+@pytest.mark.parametrize("value", ["a\r\nInjected: 1", "a\nb", "a\rb", "a\x00b", "a\x7fb"])
+def test_a_header_that_would_break_the_request_head_is_refused(value: str) -> None:
+    with pytest.raises(UpstreamUnavailable):
+        request_head("GET", "/", [("X-A", value)], content_length=None, chunked=False)
+
+
+def test_the_request_head_frames_the_body_it_is_sent_with() -> None:
+    head = request_head(
+        "POST",
+        "/p?q",
+        [("Content-Length", "99"), ("X-A", "é\tok")],
+        content_length=3,
+        chunked=False,
+    )
+    assert head == "POST /p?q HTTP/1.1\r\nX-A: é\tok\r\nContent-Length: 3\r\n\r\n".encode()

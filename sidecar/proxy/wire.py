@@ -18,8 +18,8 @@ from sidecar.errors import UpstreamUnavailable
 # Methods that carry no body unless the client sent one: no `Content-Length: 0` for them
 # (the same set as aiohttp's client, so the upstream sees what it saw before).
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-# What the C serialisers of aiohttp refuse too: a header that would end the line early.
-_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Control bytes aiohttp's serialisers refuse too (CR and LF are counted apart: see below).
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class Malformed(UpstreamUnavailable):
@@ -71,7 +71,8 @@ def request_head(
     elif method not in _NO_BODY_METHODS:
         lines.append("Content-Length: 0")
     text = "\r\n".join(lines)
-    if _FORBIDDEN.search(text.replace("\r\n", "")) is not None:
+    breaks = len(lines) - 1  # exactly the line ends joined in: no CR or LF from a value
+    if text.count("\n") != breaks or text.count("\r") != breaks or _FORBIDDEN.search(text):
         raise UpstreamUnavailable("a forwarded header holds a control character")
     return (text + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
