@@ -12,7 +12,6 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 import aiohttp
 from aiohttp import web
@@ -27,31 +26,24 @@ from sidecar.errors import (
     UpstreamUnavailable,
 )
 from sidecar.proxy.headers import response_headers_to_return
+from sidecar.proxy.pool import ConnectionLost, UpstreamConnection, UpstreamPool
+from sidecar.proxy.relay import Capture as Capture
+from sidecar.proxy.relay import UpstreamAborted as UpstreamAborted
+from sidecar.proxy.relay import read_whole, relay, send_body
 from sidecar.proxy.upstream_head import fetch_head
+from sidecar.proxy.wire import ResponseHead, client_content_length, request_head
 
-_CHUNK = 64 * 1024
-
-
-class Capture(Protocol):
-    """Something that keeps (part of) a body as it streams past, for the audit record."""
-
-    def feed(self, chunk: bytes) -> None:
-        """Take one chunk of a body as it streams."""
+# A response of known length up to this is read whole and sent with its head in one write.
+WHOLE_BODY_BYTES = 64 * 1024
 
 
 # Called once the upstream's answer is read whole and before its end reaches the client, with
 # the response and the upstream's time to headers: the audit record is made durable here.
 Seal = Callable[[web.StreamResponse, float], Awaitable[None]]
-# Statuses that never carry a body: the headers are the whole answer.
-_BODILESS = frozenset({204, 304})
 
 
 async def _no_seal(_response: web.StreamResponse, _upstream_s: float) -> None:
     return None
-
-
-class UpstreamAborted(Exception):
-    """The upstream failed after the response began: the client connection must be cut."""
 
 
 @dataclass(slots=True)
@@ -69,33 +61,25 @@ def upstream_ssl_context(upstream: Upstream) -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def create_upstream_session(upstream: Upstream) -> aiohttp.ClientSession:
-    """The one shared, keep-alive client session to the upstream."""
-    connector = aiohttp.TCPConnector(
-        limit=upstream.max_connections,
-        ssl=upstream_ssl_context(upstream),
-        enable_cleanup_closed=False,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(
-            total=upstream.timeout_s, sock_connect=upstream.connect_timeout_s
-        ),
-        # A proxy passes bytes through: no inflating, no cookies kept between clients,
-        # no headers the client did not send, no proxy settings from the environment.
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-        trust_env=False,
+def create_upstream_pool(upstream: Upstream) -> UpstreamPool:
+    """The one shared pool of keep-alive connections to the upstream."""
+    assert upstream.url is not None
+    base = URL(upstream.url)
+    assert base.host is not None
+    assert base.port is not None
+    return UpstreamPool(
+        base.host,
+        base.port,
+        ssl_context=upstream_ssl_context(upstream) if base.scheme == "https" else None,
+        max_connections=upstream.max_connections,
+        connect_timeout_s=upstream.connect_timeout_s,
     )
 
 
 class UpstreamClient:
     """Sends one request upstream and streams the answer back to the client."""
 
-    def __init__(
-        self, upstream: Upstream, session: aiohttp.ClientSession, *, max_head_bytes: int
-    ) -> None:
+    def __init__(self, upstream: Upstream, pool: UpstreamPool, *, max_head_bytes: int) -> None:
         assert upstream.url is not None
         base = URL(upstream.url)
         self._settings = upstream
@@ -106,14 +90,18 @@ class UpstreamClient:
         self.host_header = base.raw_host or ""
         if base.explicit_port is not None:
             self.host_header += f":{base.explicit_port}"
-        self._session = session
+        self._pool = pool
 
     def url_for(self, raw_path: str, raw_query: str) -> URL:
         """The upstream URL for a request's raw path and query, kept as the client encoded them."""
-        target = self._origin + self._base_path + raw_path
+        return URL(self._origin + self.target_for(raw_path, raw_query), encoded=True)
+
+    def target_for(self, raw_path: str, raw_query: str) -> str:
+        """The request target sent upstream: the base path, then the client's path and query."""
+        target = self._base_path + raw_path
         if raw_query:
             target += "?" + raw_query
-        return URL(target, encoded=True)
+        return target
 
     async def forward(
         self,
@@ -126,73 +114,119 @@ class UpstreamClient:
         capture: Capture | None = None,
         seal: Seal = _no_seal,
     ) -> Forwarded:
-        """Forward, stream the response to the client, and return it once fully sent.
+        """Forward, send the response to the client, and return it once fully sent.
 
         The client's copy is complete only after `seal` returns (SPEC §17: no answer without a
-        durable record): a body of known length holds back its last chunk, any other holds
-        back its end (the last chunk of the chunked encoding), a body-less answer its headers.
-        So a client that has the whole answer knows its record is kept; if `seal` fails, the
-        connection is cut before that (or a 503 sent, when nothing was sent yet).
+        durable record): a small body of known length is read whole and sent, with the head,
+        after it; a larger one holds back its last chunk, any other holds back its end (the
+        last chunk of the chunked encoding), a body-less answer its headers. So a client that
+        has the whole answer knows its record is kept; if `seal` fails, the connection is cut
+        before that (or a 503 sent, when nothing was sent yet).
 
         Raises `UpstreamUnavailable` (502) or `UpstreamTimeout` (504) while nothing has been
         sent to the client; after that, `UpstreamAborted`, so the caller cuts the connection
         rather than finish a short response as if it were whole.
         """
-        url = self.url_for(request.rel_url.raw_path, request.rel_url.raw_query_string)
         started = time.perf_counter()
         if request.method == "HEAD":
+            url = self.url_for(request.rel_url.raw_path, request.rel_url.raw_query_string)
             return await self._forward_head(request, url, headers, response_headers, close, seal)
+        deadline = asyncio.get_running_loop().time() + self._settings.timeout_s
+        connection, head = await self._exchange(request, headers, body, deadline)
+        # Released exactly once, as soon as its response is read: from then on another request
+        # may be using it.
+        released = False
         try:
-            upstream = await self._session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                compress=None,
-            )
-        except (TimeoutError, aiohttp.ClientError, BodyTooLarge, BodyTimeout) as exc:
-            if isinstance(body, LimitedBody) and body.failure is not None:
-                raise body.failure from None
-            if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-                raise UpstreamTimeout("the upstream did not answer in time") from None
-            raise UpstreamUnavailable(f"the upstream failed ({type(exc).__name__})") from None
-        upstream_seconds = time.perf_counter() - started
-        if upstream.status < 200:
-            # A 101 the client never got to ask for (Upgrade is hop-by-hop and not forwarded:
-            # WebSockets are not proxied). Relayed, it would switch the client's connection to
-            # a protocol the proxy does not carry; the upstream's no longer speaks HTTP either.
-            upstream.close()
-            raise UpstreamUnavailable(f"the upstream sent {upstream.status}, not a final response")
-        try:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for name, value in response_headers_to_return(
-                upstream.headers.items(), upstream.headers.getall("Connection", ())
-            ):
+            upstream_seconds = time.perf_counter() - started
+            if head.status < 200:
+                # A 101 the client never got to ask for (Upgrade is hop-by-hop and not
+                # forwarded: WebSockets are not proxied). Relayed, it would switch the
+                # client's connection to a protocol the proxy does not carry.
+                raise UpstreamUnavailable(f"the upstream sent {head.status}, not a final response")
+            response = web.StreamResponse(status=head.status, reason=head.reason or None)
+            for name, value in response_headers_to_return(head.headers, head.connection):
                 response.headers.add(name, value)
             response.headers.update(response_headers)
             if close:
                 response.force_close()
-            length = upstream.content_length
-            if length == 0 or upstream.status in _BODILESS:
+            if head.bodiless or (head.length is not None and head.length <= WHOLE_BODY_BYTES):
+                data = await read_whole(connection, deadline)
+                if capture is not None and data:
+                    capture.feed(data)
+                self._pool.release(connection)
+                released = True
                 await seal(response, upstream_seconds)
                 await response.prepare(request)
-                await response.write_eof()
+                # Head and body in one write: one TLS record for a small answer.
+                await response.write_eof(data)
                 return Forwarded(response=response, upstream_seconds=upstream_seconds)
-            held = await self._relay(request, upstream, response, length, capture)
+            held = await relay(request, connection, response, head.length, capture, deadline)
             try:
                 await seal(response, upstream_seconds)
             except Unavailable as exc:
                 if response.prepared:
                     raise UpstreamAborted(f"audit record not kept: {exc.detail}") from None
                 raise
+            if connection.failure is not None:  # bytes past the end arrived meanwhile
+                raise UpstreamAborted("the upstream sent more than its response")
+            self._pool.release(connection)
+            released = True
             if not response.prepared:
                 await response.prepare(request)
             # The held chunk and the end in one write (and one TLS record when it is small).
             await response.write_eof(held)
         finally:
-            upstream.release()
+            if not released:
+                self._pool.release(connection)
         return Forwarded(response=response, upstream_seconds=upstream_seconds)
+
+    async def _exchange(
+        self,
+        request: web.BaseRequest,
+        headers: list[tuple[str, str]],
+        body: LimitedBody | bytes | None,
+        deadline: float,
+    ) -> tuple[UpstreamConnection, ResponseHead]:
+        """Send the request and read the response's head.
+
+        A keep-alive connection the upstream closed while it sat idle fails before any byte
+        of an answer: the request is sent once more on a new connection, when its body is
+        bytes that can be sent again; a streamed body is gone, so that is a 502.
+        """
+        target = self.target_for(request.rel_url.raw_path, request.rel_url.raw_query_string)
+        streamed = isinstance(body, LimitedBody)
+        length = client_content_length(headers) if streamed else None
+        if isinstance(body, bytes):
+            length = len(body)
+        head = request_head(
+            request.method, target, headers, content_length=length, chunked=streamed
+        )
+        payload = head + body if isinstance(body, bytes) else head  # one write, one segment
+        try:
+            async with asyncio.timeout_at(deadline):
+                for attempt in (1, 2):
+                    connection = await self._pool.acquire(fresh=attempt == 2)
+                    try:
+                        connection.send(payload)
+                        if isinstance(body, LimitedBody):
+                            await send_body(connection, body, chunked=length is None)
+                        return connection, await connection.read_head()
+                    except ConnectionLost:
+                        if connection.head is not None:  # it answered, then closed
+                            return connection, connection.head
+                        self._pool.release(connection)
+                        # An idle connection the upstream had closed: nothing of this
+                        # request was read, and bytes can be sent again.
+                        stale = connection.reused and not connection.received
+                        if attempt == 1 and stale and not streamed:
+                            continue
+                        raise
+                    except BaseException:
+                        self._pool.release(connection)
+                        raise
+        except TimeoutError:
+            raise UpstreamTimeout("the upstream did not answer in time") from None
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def _forward_head(
         self,
@@ -226,37 +260,6 @@ class UpstreamClient:
         await response.prepare(request)
         await response.write_eof()
         return Forwarded(response=response, upstream_seconds=upstream_seconds)
-
-    @staticmethod
-    async def _relay(
-        request: web.BaseRequest,
-        upstream: aiohttp.ClientResponse,
-        response: web.StreamResponse,
-        length: int | None,
-        capture: Capture | None,
-    ) -> bytes:
-        """Stream the upstream's body to the client, all but the chunk that completes a body of
-        known `length` (returned, for after the seal). Headers go out with the first chunk
-        written, so a body that arrives in one chunk leaves in one write after the seal."""
-        sent = 0
-        try:
-            async for chunk in upstream.content.iter_chunked(_CHUNK):
-                if capture is not None:
-                    capture.feed(chunk)
-                if length is not None and sent + len(chunk) >= length:
-                    return chunk  # the client library stops at `length`: this is the last
-                if not response.prepared:
-                    await response.prepare(request)
-                try:
-                    await response.write(chunk)
-                except ConnectionResetError:
-                    # The client went away. aiohttp's error for it is also a ClientError;
-                    # a plain one keeps it from passing for an upstream failure below.
-                    raise ConnectionResetError("the client closed the connection") from None
-                sent += len(chunk)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UpstreamAborted(type(exc).__name__) from None
-        return b""
 
 
 async def body_chunks(stream: aiohttp.StreamReader, timeout_s: float) -> AsyncIterator[bytes]:

@@ -33,7 +33,7 @@ from sidecar.metrics import Metrics
 from sidecar.proxy.headers import hsts_value
 from sidecar.proxy.pipeline import Lifecycle, Pipeline
 from sidecar.proxy.routes import RouteTable
-from sidecar.proxy.upstream import UpstreamClient, create_upstream_session
+from sidecar.proxy.upstream import UpstreamClient, create_upstream_pool
 from sidecar.runtime.admin import AdminParts, open_admin
 from sidecar.runtime.cpus import cpus_per_worker
 from sidecar.runtime.health import ReadinessCheck, create_health_app
@@ -90,8 +90,8 @@ async def open_sidecar(
     async with AsyncExitStack() as stack:
         redis = create_redis(settings.redis)
         stack.push_async_callback(redis.aclose)
-        session = create_upstream_session(settings.upstream)
-        stack.push_async_callback(session.close)
+        upstream_pool = create_upstream_pool(settings.upstream)
+        stack.push_async_callback(upstream_pool.close)
         # Every task started from here on, the authenticator's included, is cancelled and
         # awaited on the way out (after the writers' flush, before the argon2 threads stop).
         tasks = BackgroundTasks()
@@ -188,7 +188,7 @@ async def open_sidecar(
             settings,
             routes=RouteTable(settings.routes, settings.default_route),
             upstream=UpstreamClient(
-                settings.upstream, session, max_head_bytes=settings.limits.max_header_bytes
+                settings.upstream, upstream_pool, max_head_bytes=settings.limits.max_header_bytes
             ),
             authenticator=authenticator,
             events=EventLog(
