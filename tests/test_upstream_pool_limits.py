@@ -23,15 +23,25 @@ async def raw() -> AsyncIterator[RawUpstream]:
         yield upstream
 
 
-async def test_a_stale_connection_is_retried_for_a_bytes_body(
+async def test_a_stale_connection_is_retried_for_an_idempotent_bytes_body(
     start_proxy: ProxyFactory, raw: RawUpstream
 ) -> None:
     raw.drop_second = True  # keep-alive advertised, then the second request is never answered
     proxy = await start(start_proxy, raw)
-    assert await status_of(proxy, "/public/a", method="POST", json={"n": 1}) == 200
-    assert await status_of(proxy, "/public/b", method="POST", json={"n": 2}) == 200
+    assert await status_of(proxy, "/public/a", method="PUT", json={"n": 1}) == 200
+    assert await status_of(proxy, "/public/b", method="PUT", json={"n": 2}) == 200
     assert raw.accepted == 2  # the retry's new connection
     assert [r.rpartition(b"\r\n")[2] for r in raw.requests] == [b'{"n": 1}', b'{"n": 2}']
+
+
+async def test_a_post_on_a_stale_connection_is_not_sent_twice(
+    start_proxy: ProxyFactory, raw: RawUpstream
+) -> None:
+    raw.drop_second = True  # the upstream may have acted on what it read before closing
+    proxy = await start(start_proxy, raw)
+    assert await status_of(proxy, "/public/a", method="POST", json={"n": 1}) == 200
+    assert await status_of(proxy, "/public/b", method="POST", json={"n": 2}) == 502
+    assert raw.accepted == 1
 
 
 async def test_a_stale_connection_is_not_retried_for_a_streamed_body(

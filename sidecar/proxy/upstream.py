@@ -35,6 +35,8 @@ from sidecar.proxy.wire import ResponseHead, client_content_length, request_head
 
 # A response of known length up to this is read whole and sent with its head in one write.
 WHOLE_BODY_BYTES = 64 * 1024
+# RFC 9110 §9.2.2: the methods a failed attempt may repeat without doing anything twice.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 # Called once the upstream's answer is read whole and before its end reaches the client, with
@@ -190,11 +192,12 @@ class UpstreamClient:
         """Send the request and read the response's head.
 
         A keep-alive connection the upstream closed while it sat idle fails before any byte
-        of an answer: the request is sent once more on a new connection, when its body is
-        bytes that can be sent again; a streamed body is gone, so that is a 502.
+        of an answer: an idempotent request is sent once more on a new connection, when its
+        body is bytes that can be sent again; a POST, or a streamed body, is a 502.
         """
         target = self.target_for(request.rel_url.raw_path, request.rel_url.raw_query_string)
         streamed = isinstance(body, LimitedBody)
+        retryable = not streamed and request.method in _IDEMPOTENT
         length = client_content_length(headers) if streamed else None
         if isinstance(body, bytes):
             length = len(body)
@@ -215,10 +218,12 @@ class UpstreamClient:
                         if connection.head is not None:  # it answered, then closed
                             return connection, connection.head
                         self._pool.release(connection)
-                        # An idle connection the upstream had closed: nothing of this
-                        # request was read, and bytes can be sent again.
+                        # An idle connection the upstream had closed: no byte of an answer
+                        # came, and bytes can be sent again. Only for an idempotent method
+                        # (RFC 9110 §9.2.2): the upstream may have read and acted on the
+                        # request before it closed, and a POST must not happen twice.
                         stale = connection.reused and not connection.received
-                        if attempt == 1 and stale and not streamed:
+                        if attempt == 1 and stale and retryable:
                             continue
                         raise
                     except BaseException:
