@@ -48,6 +48,14 @@ async def _no_seal(_response: web.StreamResponse, _upstream_s: float) -> None:
     return None
 
 
+class Answer(web.StreamResponse):
+    """The upstream's answer as the client gets it. Its head waits for the first body bytes
+    (or the end) and leaves in the same write: `StreamResponse` sends it on its own at
+    `prepare`, which made every small answer two TLS records instead of one."""
+
+    _send_headers_immediately = False
+
+
 @dataclass(slots=True)
 class Forwarded:
     """What the audit and the metrics need to know about one forwarded exchange."""
@@ -145,7 +153,7 @@ class UpstreamClient:
                 # forwarded: WebSockets are not proxied). Relayed, it would switch the
                 # client's connection to a protocol the proxy does not carry.
                 raise UpstreamUnavailable(f"the upstream sent {head.status}, not a final response")
-            response = web.StreamResponse(status=head.status, reason=head.reason or None)
+            response = Answer(status=head.status, reason=head.reason or None)
             for name, value in response_headers_to_return(head.headers, head.connection):
                 response.headers.add(name, value)
             response.headers.update(response_headers)
@@ -255,7 +263,7 @@ class UpstreamClient:
         if answer.status < 200:
             raise UpstreamUnavailable(f"the upstream sent {answer.status}, not a final response")
         connection = [value for name, value in answer.headers if name.lower() == "connection"]
-        response = web.StreamResponse(status=answer.status, reason=answer.reason or None)
+        response = Answer(status=answer.status, reason=answer.reason or None)
         for name, value in response_headers_to_return(answer.headers, connection):
             response.headers.add(name, value)
         response.headers.update(response_headers)
