@@ -23,7 +23,7 @@ import ssl
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-import httptools  # type: ignore[import-untyped]
+import httptools
 
 from bench.upstream import run_on_fastest_loop
 

@@ -7,24 +7,20 @@ import contextlib
 import dataclasses
 import http.client
 import json
-import os
-import platform
 import re
 import ssl
-import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import redis
 
-from bench import archive, logscan, nginx, profile, report, sidecar_target, wrk
-from bench.payloads import REQUEST_BODY, ROUTE_PATH
+from bench import archive, light, logscan, nginx, profile, report, sidecar_target, wrk
+from bench.machine import machine_description
+from bench.payloads import SCENARIOS
 from bench.private import write_private
 from bench.processes import REPO_ROOT, Child, python_module, raise_open_files_limit, wait_for_port
 from bench.procfs import RssSampler, cpu_seconds, rss_mib
@@ -32,6 +28,7 @@ from bench.results import (
     DIRECT,
     FLOOD_MANY,
     FLOOD_SINGLE,
+    LEAN,
     NAIVE,
     NGINX,
     SIDECAR,
@@ -62,9 +59,9 @@ NOTES = [
     "Everything shares the machine: wrk (2 threads), the upstream, Redis, the flood and the "
     "target under test all run on the same cores, so a target's figure includes the load "
     "generator's competition for CPU. That is the same for every target of a round.",
-    "direct is plain HTTP; naive, sidecar and nginx terminate TLS with the same ECDSA P-256 "
+    "direct is plain HTTP; naive, lean, sidecar and nginx terminate TLS with the same ECDSA P-256 "
     "certificate. Connections are kept alive, so handshakes are a negligible share.",
-    "naive and the upstream run on uvloop, as `sidecar serve` does.",
+    "naive, lean and the upstream run on uvloop, as `sidecar serve` does.",
     "The sidecar logs JSON to a file in the run's temporary folder (stderr redirected).",
     "Between measurements the harness empties the audit and event streams (XTRIM MAXLEN 0), "
     "playing the consumer, so Redis memory stays flat across the run.",
@@ -90,13 +87,16 @@ class Options:
     # one, same config, same rounds, so "did this change cost anything" is one ratio.
     baseline: Path | None = None
     profile_target: str = SIDECAR  # which sidecar target `--profile` samples
+    scenarios: tuple[str, ...] = tuple(SCENARIOS)  # the first is the main one (Results)
+    light_connections: int = 2  # the light-load phase's wrk -c (one thread); 0 skips it
+    targets: frozenset[str] | None = None  # only these targets (None: all)
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
     name: str
-    url: str
-    script: Path
+    base: str  # scheme://host:port; the scenario gives the path
+    keyed: bool  # whether its requests carry the API key
     pid: int  # the process doing the target's work: its CPU time is measured
     sidecar: SidecarProcess | None = None  # the process behind it, when it is a sidecar
     flood: str | None = None  # "single" | "many": the flood running beside the valid load
@@ -136,15 +136,16 @@ class Bench:
                 "threads": options.threads,
                 "flood_rate": options.flood_rate,
                 "slowloris": options.slowloris,
+                "light_connections": options.light_connections,
             },
+            scenarios=list(options.scenarios),
         )
         self.targets: list[Target] = []
         self._redis_url = ""
         self._cert = self._key = Path()
         self._key_file = Path()
         self._sidecar: SidecarProcess | None = None
-        self._sidecar_info: SidecarProcess | None = None
-        self._keyed = Path()  # the wrk script that sends the key
+        self._scripts: dict[tuple[str, bool], Path] = {}  # (scenario, keyed) → wrk script
         self._postgres: EmbeddedPostgres | None = None
         self._first_use = 0.0
 
@@ -169,22 +170,30 @@ class Bench:
 
         api_key = sidecar_target.issue_key(self._redis_url)
         self._key_file = write_private(self.dir / "api-key", api_key)
-        plain = wrk.write_script(self.dir / "plain.lua", None)
-        self._keyed = wrk.write_script(self.dir / "keyed.lua", f"Bearer {api_key}")
+        for scenario in SCENARIOS.values():
+            for keyed in (False, True):
+                path = self.dir / f"{scenario.name}-{'keyed' if keyed else 'plain'}.lua"
+                bearer = f"Bearer {api_key}" if keyed else None
+                self._scripts[scenario.name, keyed] = wrk.write_script(path, bearer, scenario)
 
-        self.targets.append(Target(DIRECT, upstream_url + ROUTE_PATH, plain, upstream.pid))
-        naive = self._start_naive(upstream_url)
-        self.targets.append(Target(NAIVE, self._url(naive.port), plain, naive.child.pid))
+        if self._wanted(DIRECT):
+            self.targets.append(Target(DIRECT, upstream_url, False, upstream.pid))
+        for name, module in ((NAIVE, "bench.naive_proxy"), (LEAN, "bench.lean_proxy")):
+            if self._wanted(name):
+                peer = self._start_peer(name, module, upstream_url)
+                self.targets.append(Target(name, self._base(peer.port), False, peer.child.pid))
 
-        sidecar = self._sidecar = self._start_sidecar("sidecar", "warning", upstream_url)
-        self.targets.append(self._sidecar_target(SIDECAR, sidecar))
-        info = self._sidecar_info = self._start_sidecar("sidecar-info", "info", upstream_url)
-        self.targets.append(self._sidecar_target(SIDECAR_INFO, info))
-        if self._workers:
+        if self._wanted(SIDECAR):
+            sidecar = self._sidecar = self._start_sidecar("sidecar", "warning", upstream_url)
+            self.targets.append(self._sidecar_target(SIDECAR, sidecar))
+        if self._wanted(SIDECAR_INFO):
+            info = self._start_sidecar("sidecar-info", "info", upstream_url)
+            self.targets.append(self._sidecar_target(SIDECAR_INFO, info))
+        if self._workers and self._wanted(SIDECAR_WORKERS):
             pair = self._start_sidecar("sidecar-workers", "warning", upstream_url, workers=2)
             self.targets.append(self._sidecar_target(SIDECAR_WORKERS, pair))
-        if (archive_url := self._start_postgres()) is not None:
-            sections = {
+        if self._wanted(SIDECAR_ARCHIVE) and (archive_url := self._start_postgres()) is not None:
+            sections: dict[str, Mapping[str, object]] = {
                 "audit": {"stream": archive.STREAM, "events_stream": archive.EVENTS_STREAM},
                 "archive": {"url": archive_url, "redis_window_s": archive.WINDOW_S},
             }
@@ -192,37 +201,52 @@ class Bench:
                 "sidecar-archive", "warning", upstream_url, sections=sections
             )
             self.targets.append(self._sidecar_target(SIDECAR_ARCHIVE, archived))
-        if self.options.baseline is not None:
+        if not self._wanted(SIDECAR_ARCHIVE):
+            self.results.archive_note = "not measured: not among --targets"
+        if self.options.baseline is not None and self._wanted(SIDECAR_BASELINE):
             old = self._start_sidecar(
                 "sidecar-baseline", "warning", upstream_url, checkout=self.options.baseline
             )
             self.targets.append(self._sidecar_target(SIDECAR_BASELINE, old))
 
-        proxy = self._start_nginx(upstream_port, api_key)
+        proxy = self._start_nginx(upstream_port, api_key) if self._wanted(NGINX) else None
         if proxy is not None:
-            self.targets.append(Target(NGINX, self._url(proxy.port), self._keyed, proxy.child.pid))
+            self.targets.append(Target(NGINX, self._base(proxy.port), True, proxy.child.pid))
 
         # The floods get a sidecar of their own (same config as `sidecar`): argon2 under a
         # flood leaves memory behind that would otherwise blur `sidecar`'s RSS and argon2 count.
-        flooded = self._start_sidecar("sidecar-flood", "warning", upstream_url)
-        for name, shape in ((FLOOD_SINGLE, "single"), (FLOOD_MANY, "many")):
+        floods = [(n, s) for n, s in ((FLOOD_SINGLE, "single"), (FLOOD_MANY, "many"))]
+        floods = [(name, shape) for name, shape in floods if self._wanted(name)]
+        if floods:
+            flooded = self._start_sidecar("sidecar-flood", "warning", upstream_url)
+        for name, shape in floods:
             self.targets.append(self._sidecar_target(name, flooded, flood=shape))
         del api_key  # from here on the key lives only in the 0600 files of the temp folder
 
+    def _wanted(self, name: str) -> bool:
+        return self.options.targets is None or name in self.options.targets
+
     @staticmethod
-    def _url(port: int) -> str:
-        return f"https://127.0.0.1:{port}{ROUTE_PATH}"
+    def _base(port: int) -> str:
+        return f"https://127.0.0.1:{port}"
+
+    def url(self, target: Target, scenario: str) -> str:
+        return target.base + SCENARIOS[scenario].path
+
+    def script(self, target: Target, scenario: str) -> Path:
+        return self._scripts[scenario, target.keyed]
 
     def _sidecar_target(
         self, name: str, sidecar: SidecarProcess, flood: str | None = None
     ) -> Target:
-        url = self._url(sidecar.ports.proxy)
-        return Target(name, url, self._keyed, sidecar.child.pid, sidecar, flood=flood)
+        base = self._base(sidecar.ports.proxy)
+        return Target(name, base, True, sidecar.child.pid, sidecar, flood=flood)
 
-    def _start_naive(self, upstream_url: str) -> Listening:
+    def _start_peer(self, name: str, module: str, upstream_url: str) -> Listening:
+        """A pass-through proxy of bench/ (naive, lean): same CLI, same certificate."""
         port = free_port()
         argv = python_module(
-            "bench.naive_proxy",
+            module,
             "--port",
             str(port),
             "--upstream",
@@ -232,7 +256,7 @@ class Bench:
             "--key-file",
             str(self._key),
         )
-        return Listening(self._start("naive", argv, port), port)
+        return Listening(self._start(name, argv, port), port)
 
     def _start_nginx(self, upstream_port: int, api_key: str) -> Listening | None:
         binary = nginx.find_nginx()
@@ -331,48 +355,47 @@ class Bench:
         for target in self.targets:
             if target.name == FLOOD_MANY:
                 continue  # the same process as FLOOD_SINGLE
-            host_port = target.url.split("/")[2]
-            connection: http.client.HTTPConnection
-            if target.url.startswith("https:"):
-                connection = http.client.HTTPSConnection(host_port, context=context, timeout=10)
-            else:
-                connection = http.client.HTTPConnection(host_port, timeout=10)
-            headers = {"Content-Type": "application/json"}
-            if target.script == self._keyed:
-                headers["Authorization"] = f"Bearer {key}"
             if target.name == SIDECAR:
                 self._first_use = time.monotonic()  # the key's first verification
-            try:
-                connection.request("POST", ROUTE_PATH, body=REQUEST_BODY, headers=headers)
-                response = connection.getresponse()
-                body = response.read()
-            finally:
-                connection.close()
-            if response.status != 200:
-                raise RuntimeError(
-                    f"{target.name} answered {response.status} to a valid request: "
-                    f"{body[:500].decode(errors='replace')}"
-                )
+            for name in self.options.scenarios:
+                _check(target, name, context, key)
 
     # ---- measurements ---------------------------------------------------------------
 
-    def _wrk(self, target: Target, duration_s: float) -> wrk.WrkResult:
+    def _wrk(
+        self,
+        target: Target,
+        duration_s: float,
+        scenario: str | None = None,
+        *,
+        connections: int | None = None,
+        threads: int | None = None,
+    ) -> wrk.WrkResult:
+        name = scenario or self.options.scenarios[0]
         return wrk.run(
             self.wrk,
-            target.url,
-            target.script,
+            self.url(target, name),
+            self.script(target, name),
             duration_s=duration_s,
-            connections=self.options.connections,
-            threads=self.options.threads,
+            connections=connections or self.options.connections,
+            threads=threads or self.options.threads,
         )
+
+    def scenarios_of(self, target: Target) -> tuple[str, ...]:
+        """The floods run the main scenario only: the issue's flood target is one ratio."""
+        return self.options.scenarios[:1] if target.flood else self.options.scenarios
 
     def warm_up(self) -> None:
         for target in self.targets:
             if target.name == FLOOD_MANY:
                 continue  # the same process as FLOOD_SINGLE, warmed up without its flood
-            result = self._wrk(target, self.options.warmup_s)
-            print(f"  warm-up {target.name}: {result.requests_per_s:,.0f} req/s", flush=True)
-            time.sleep(_PAUSE_BETWEEN_RUNS_S)
+            for scenario in self.scenarios_of(target):
+                result = self._wrk(target, self.options.warmup_s, scenario)
+                print(
+                    f"  warm-up {target.name} {scenario}: {result.requests_per_s:,.0f} req/s",
+                    flush=True,
+                )
+                time.sleep(_PAUSE_BETWEEN_RUNS_S)
 
     def measure_rounds(self) -> None:
         count = len(self.targets)
@@ -380,26 +403,47 @@ class Bench:
             # Rotate the order each round so that no target always runs first or last.
             shift = (round_no - 1) % count
             for target in self.targets[shift:] + self.targets[:shift]:
-                measurement = self._measure(target, round_no)
-                self.results.measurements.append(measurement)
-                extra = ""
-                if measurement.flood is not None:
-                    extra = f"  flood {measurement.flood.get('statuses')}"
-                print(
-                    f"  round {round_no} {target.name:28} "
-                    f"{measurement.wrk.requests_per_s:9,.0f} req/s  "
-                    f"p50 {measurement.wrk.p50_ms:7.2f} ms  p99 {measurement.wrk.p99_ms:7.2f} ms"
-                    f"  errors {measurement.wrk.errors}{extra}",
-                    flush=True,
-                )
-                time.sleep(_PAUSE_BETWEEN_RUNS_S)
+                for scenario in self.scenarios_of(target):
+                    measurement = self._measure(target, round_no, scenario)
+                    self.results.measurements.append(measurement)
+                    _print_measurement(measurement)
+                    time.sleep(_PAUSE_BETWEEN_RUNS_S)
 
-    def _measure(self, target: Target, round_no: int) -> Measurement:
+    def light_load(self) -> None:
+        """`--light-connections` (one wrk thread) on direct and the pass-through proxies and
+        `sidecar`: the latency each adds over the upstream when it is not saturated."""
+        chosen = [t for t in self.targets if t.name in light.TARGETS]
+        connections = self.options.light_connections
+        for round_no in range(1, self.options.rounds + 1):
+            shift = (round_no - 1) % max(1, len(chosen))
+            for target in chosen[shift:] + chosen[:shift]:
+                for scenario in self.options.scenarios:
+                    result = self._wrk(
+                        target,
+                        self.options.duration_s,
+                        scenario,
+                        connections=connections,
+                        threads=1,
+                    )
+                    measurement = Measurement(
+                        target.name, round_no, result, scenario=scenario, light=True
+                    )
+                    self.results.measurements.append(measurement)
+                    _print_measurement(measurement)
+                    if target.sidecar is not None:
+                        self._trim_audit_streams()
+                    time.sleep(_PAUSE_BETWEEN_RUNS_S)
+
+    def _measure(self, target: Target, round_no: int, scenario: str) -> Measurement:
         if target.sidecar is None:
             cpu_before = cpu_seconds(target.pid)
-            result = self._wrk(target, self.options.duration_s)
+            result = self._wrk(target, self.options.duration_s, scenario)
             return Measurement(
-                target.name, round_no, result, cpu_s=_cpu_delta(cpu_before, target.pid)
+                target.name,
+                round_no,
+                result,
+                cpu_s=_cpu_delta(cpu_before, target.pid),
+                scenario=scenario,
             )
         health = target.sidecar.ports.health
         before = scrape_metrics(health)
@@ -409,7 +453,7 @@ class Bench:
                 flood_result = during.enter_context(self._flood(target))
             sampler = during.enter_context(RssSampler(target.pid))
             cpu_before = cpu_seconds(target.pid)
-            result = self._wrk(target, self.options.duration_s)
+            result = self._wrk(target, self.options.duration_s, scenario)
             cpu = _cpu_delta(cpu_before, target.pid)
         after = scrape_metrics(health)
         argon2 = _delta(before, after, "sidecar_argon2_verifications_total")
@@ -422,6 +466,7 @@ class Bench:
             cpu_s=cpu,
             flood=flood_result.read() if flood_result is not None else None,
             argon2=argon2,
+            scenario=scenario,
         )
 
     @contextlib.contextmanager
@@ -470,8 +515,10 @@ class Bench:
     def slowloris(self) -> None:
         """One wrk run on `sidecar` while `bench/slowloris.py` holds N connections in the
         slowloris state: latency and RSS under the attack, and proof the guard cuts them."""
-        target = next(t for t in self.targets if t.name == SIDECAR)
-        assert target.sidecar is not None
+        target = next((t for t in self.targets if t.name == SIDECAR), None)
+        if target is None or target.sidecar is None:
+            self.results.slowloris_note = "not measured: `sidecar` is not among --targets"
+            return
         count = self.options.slowloris
         before = _settled_rss(target.pid)
         path = self.dir / "slowloris.json"
@@ -550,10 +597,13 @@ class Bench:
     def idle_connections(self) -> None:
         """Idle TLS connections against `sidecar (log info)` (the product's default config, a
         process no flood reached: argon2 under a flood leaves ~20 MiB per hashing thread
-        behind), and against `naive` as the control: what the stack itself costs."""
+        behind; `sidecar` when that one is not among --targets), and against `naive` as the
+        control: what the stack itself costs."""
+        names = {t.name for t in self.targets}
+        chosen = {NAIVE, SIDECAR_INFO if SIDECAR_INFO in names else SIDECAR}
         for target in self.targets:
-            if target.name in (SIDECAR_INFO, NAIVE):
-                port = int(target.url.split("/")[2].rsplit(":", 1)[1])
+            if target.name in chosen:
+                port = int(target.base.rsplit(":", 1)[1])
                 self.results.idle.append(self._idle(target.name, target.pid, port))
 
     def _idle(self, name: str, pid: int, port: int) -> IdleMemory:
@@ -646,10 +696,13 @@ class Bench:
 
     def count_argon2(self, finished: float) -> None:
         sidecar = self._sidecar
-        assert sidecar is not None
+        if sidecar is None:
+            return  # `sidecar` is not among --targets
         metrics = scrape_metrics(sidecar.ports.health)
         self.results.argon2 = Argon2Count(
-            during_rounds=sum(m.argon2 or 0.0 for m in self.results.of(SIDECAR)),
+            during_rounds=sum(
+                m.argon2 or 0.0 for m in self.results.measurements if m.target == SIDECAR
+            ),
             total=metrics.get("sidecar_argon2_verifications_total", float("nan")),
             loaded_s=finished - self._first_use,
             cache_ttl_s=sidecar_target.CACHE_TTL_S,
@@ -692,6 +745,45 @@ def _requests_by_status(metrics: dict[str, float]) -> dict[str, float]:
     return dict(sorted(counts.items()))
 
 
+def _check(target: Target, scenario: str, context: ssl.SSLContext, key: str) -> None:
+    """One request of the scenario; raises with the answer unless it is a 200."""
+    host_port = target.base.split("/")[2]
+    connection: http.client.HTTPConnection
+    if target.base.startswith("https:"):
+        connection = http.client.HTTPSConnection(host_port, context=context, timeout=10)
+    else:
+        connection = http.client.HTTPConnection(host_port, timeout=10)
+    request = SCENARIOS[scenario]
+    headers = {"Content-Type": "application/json"} if request.body is not None else {}
+    if target.keyed:
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        connection.request(request.method, request.path, body=request.body, headers=headers)
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise RuntimeError(
+            f"{target.name} answered {response.status} to a valid {scenario} request: "
+            f"{body[:500].decode(errors='replace')}"
+        )
+
+
+def _print_measurement(measurement: Measurement) -> None:
+    extra = ""
+    if measurement.flood is not None:
+        extra = f"  flood {measurement.flood.get('statuses')}"
+    phase = f"light {measurement.round}" if measurement.light else f"round {measurement.round}"
+    print(
+        f"  {phase} {measurement.target:28} {measurement.scenario:4} "
+        f"{measurement.wrk.requests_per_s:9,.0f} req/s  "
+        f"p50 {measurement.wrk.p50_ms:7.2f} ms  p99 {measurement.wrk.p99_ms:7.2f} ms"
+        f"  errors {measurement.wrk.errors}{extra}",
+        flush=True,
+    )
+
+
 def _cpu_delta(before: float | None, pid: int) -> float | None:
     after = cpu_seconds(pid)
     return None if before is None or after is None else after - before
@@ -722,64 +814,6 @@ def _settled_rss(pid: int) -> float:
     return max(readings)
 
 
-def _package_version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def _tool_version(argv: list[str]) -> str:
-    try:
-        completed = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
-    except OSError:
-        return "not installed"
-    text = (completed.stdout + completed.stderr).strip().splitlines()
-    return text[0].strip() if text else "unknown"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _source_revision() -> str:
-    """The commit the measured code comes from, and whether sidecar/ differs from it."""
-    git = ["git", "-C", str(REPO_ROOT)]
-    commit = _tool_version([*git, "rev-parse", "--short", "HEAD"])
-    if not re.fullmatch(r"[0-9a-f]{7,40}", commit):
-        return "unknown (not a git checkout)"
-    dirty = subprocess.run(
-        [*git, "status", "--porcelain", "--", "sidecar"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    ).stdout.strip()
-    return commit + (" with uncommitted changes in sidecar/" if dirty else "")
-
-
-def machine_description(wrk_binary: str) -> dict[str, str]:
-    nginx_binary = nginx.find_nginx()
-    return {
-        "sidecar code": _source_revision(),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": str(len(os.sched_getaffinity(0))),
-        "CPU": _cpu_model(),
-        "kernel": platform.release(),
-        "Python": platform.python_version(),
-        "aiohttp": _package_version("aiohttp"),
-        "uvloop": _package_version("uvloop"),
-        "wrk": _tool_version([wrk_binary, "-v"]).split(" Copyright")[0],
-        "nginx": _tool_version([nginx_binary, "-v"]) if nginx_binary else "not installed",
-    }
-
-
 def run(options: Options) -> Results:
     """The whole benchmark; returns the results after printing and writing the report."""
     raise_open_files_limit()
@@ -788,9 +822,11 @@ def run(options: Options) -> Results:
         workers = serve_supports_workers()
         bench = Bench(options, stack, workdir, workers=workers)
         bench.results.workers = (
-            f"workers: `{SIDECAR_WORKERS}` against `{SIDECAR}` (1 worker) in the tables above"
-            if workers
-            else "workers: not measured (serve --workers not implemented)"
+            "workers: not measured (serve --workers not implemented)"
+            if not workers
+            else "workers: not measured (not among --targets)"
+            if options.targets is not None and SIDECAR_WORKERS not in options.targets
+            else f"workers: `{SIDECAR_WORKERS}` against `{SIDECAR}` (1 worker) in the tables above"
         )
         print(bench.results.workers, flush=True)
         print("starting redis, upstream, naive proxy, sidecars, nginx …", flush=True)
@@ -802,10 +838,14 @@ def run(options: Options) -> Results:
         bench.warm_up()
         print(f"{options.rounds} rounds of {options.duration_s:g} s, rotating order", flush=True)
         bench.measure_rounds()
+        if options.light_connections > 0:
+            print(f"light load: {options.light_connections} connections, 1 thread", flush=True)
+            bench.light_load()
         finished = time.monotonic()
         bench.count_argon2(finished)
-        print(f"the audit archive ({ARCHIVE_LOAD_S:g} s of load, then a drain)", flush=True)
-        bench.archive_phase()
+        if any(t.name == SIDECAR_ARCHIVE for t in bench.targets):
+            print(f"the audit archive ({ARCHIVE_LOAD_S:g} s of load, then a drain)", flush=True)
+            bench.archive_phase()
         if options.slowloris > 0:
             print(f"sidecar under {options.slowloris} slowloris connections", flush=True)
             try:
