@@ -9,11 +9,36 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from bench import results
+from bench.payloads import SCENARIOS
 from bench.run import Options, run
 from bench.sidecar_target import baseline_python
 from bench.wrk import WrkMissing, find_wrk
 
 EXIT_OK, EXIT_FAILURE, EXIT_MISSING_TOOL = 0, 1, 2
+TARGET_NAMES = (
+    results.DIRECT,
+    results.NAIVE,
+    results.LEAN,
+    results.SIDECAR,
+    results.SIDECAR_INFO,
+    results.SIDECAR_WORKERS,
+    results.SIDECAR_ARCHIVE,
+    results.SIDECAR_BASELINE,
+    results.NGINX,
+    results.FLOOD_SINGLE,
+    results.FLOOD_MANY,
+)
+# Short names for the targets whose names need quoting on a command line.
+TARGET_ALIASES = {
+    "info": (results.SIDECAR_INFO,),
+    "workers": (results.SIDECAR_WORKERS,),
+    "archive": (results.SIDECAR_ARCHIVE,),
+    "baseline": (results.SIDECAR_BASELINE,),
+    "flood": (results.FLOOD_SINGLE, results.FLOOD_MANY),
+    "flood1": (results.FLOOD_SINGLE,),
+    "flood1000": (results.FLOOD_MANY,),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +82,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="a checkout of another revision (with its .venv, from `make install`): its "
         "sidecar runs beside this one as `sidecar (baseline)`",
     )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated, from {', '.join(SCENARIOS)}; the first is the main one "
+        "(floods, slowloris, archive, profile). Default: all",
+    )
+    parser.add_argument(
+        "--light-connections",
+        type=int,
+        default=2,
+        help="connections of the light-load phase (wrk -t1) on direct, naive, lean, sidecar "
+        "(0 skips it)",
+    )
+    parser.add_argument(
+        "--targets",
+        help="comma-separated target names (or: "
+        + ", ".join(TARGET_ALIASES)
+        + "); only these are started and measured. Default: all",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/out"))
     return parser
 
@@ -68,6 +112,11 @@ def _options(args: argparse.Namespace, argv: list[str]) -> Options:
         raise SystemExit("--slowloris must be ≥ 0")
     if args.baseline is not None and not baseline_python(args.baseline).exists():
         raise SystemExit(f"--baseline: {baseline_python(args.baseline)} not found (make install)")
+    if args.light_connections < 0:
+        raise SystemExit("--light-connections must be ≥ 0")
+    scenarios = tuple(name.strip() for name in args.scenarios.split(",") if name.strip())
+    if not scenarios or any(name not in SCENARIOS for name in scenarios):
+        raise SystemExit(f"--scenarios: choose from {', '.join(SCENARIOS)}")
     quick = args.quick
     return Options(
         duration_s=2.0 if quick else args.duration,
@@ -85,7 +134,28 @@ def _options(args: argparse.Namespace, argv: list[str]) -> Options:
         baseline=None if args.baseline is None else args.baseline.resolve(),
         profile_target=args.profile_target,
         command=shlex.join(["python", "-m", "bench", *argv]),
+        scenarios=tuple(dict.fromkeys(scenarios)),
+        light_connections=args.light_connections,
+        targets=None if args.targets is None else parse_targets(args.targets),
     )
+
+
+def parse_targets(text: str) -> frozenset[str]:
+    """`--targets`: exact target names or aliases, comma-separated."""
+    chosen: set[str] = set()
+    for item in (part.strip() for part in text.split(",")):
+        if item in TARGET_ALIASES:
+            chosen.update(TARGET_ALIASES[item])
+        elif item in TARGET_NAMES:
+            chosen.add(item)
+        elif item:
+            raise SystemExit(
+                f"--targets: unknown {item!r}; names: {', '.join(TARGET_NAMES)}; "
+                f"aliases: {', '.join(TARGET_ALIASES)}"
+            )
+    if not chosen:
+        raise SystemExit("--targets: name at least one target")
+    return frozenset(chosen)
 
 
 def _stop_on_sigterm(_signum: int, _frame: FrameType | None) -> None:

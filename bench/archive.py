@@ -80,7 +80,7 @@ def sample_record(redis_url: str) -> bytes | None:
     if not newest:
         return None
     _entry_id, fields = newest[0]
-    value = fields.get(b"record")
+    value = (fields or {}).get(b"record")
     return value if isinstance(value, bytes) else None
 
 

@@ -1,4 +1,4 @@
-"""What one run measured, and the figures derived from it: medians, ratios, the issue's targets.
+"""What one run measured, and the figures derived from it: medians and ratios.
 
 Ratios are the point. Each is taken two ways: the ratio of the per-target medians, and the
 median of the per-round ratios (both targets measured in the same round, minutes apart at
@@ -11,6 +11,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from bench.archive import ArchiveFigures
+from bench.payloads import POST
 from bench.profile import ProfileSummary
 from bench.wrk import WrkResult
 
@@ -24,6 +25,7 @@ SIDECAR_BASELINE = "sidecar (baseline)"
 # The same config with `archive.url` set: its archiver copies its records into PostgreSQL.
 SIDECAR_ARCHIVE = "sidecar (archive)"
 NGINX = "nginx"
+LEAN = "lean"  # bench/lean_proxy.py: no auth, no audit, the fastest this stack goes
 FLOOD_SINGLE = "sidecar + flood (1 IP)"
 FLOOD_MANY = "sidecar + flood (1000 IPs)"
 
@@ -37,6 +39,8 @@ class Measurement:
     flood: dict[str, object] | None = None
     argon2: float | None = None  # verifications the sidecar ran during this measurement
     cpu_s: float | None = None  # CPU seconds the target's process used meanwhile
+    scenario: str = POST  # bench.payloads.SCENARIOS
+    light: bool = False  # the light-load phase (`--light-connections`), not the rounds
 
     @property
     def cpu_us_per_request(self) -> float | None:
@@ -139,18 +143,37 @@ class Results:
     archive_note: str = ""  # why the archive was not measured
     notes: list[str] = field(default_factory=list)
     log_complaints: dict[str, dict[str, int]] = field(default_factory=dict)  # target → text → n
+    # The scenarios measured, in order; the first is the main one: the floods, slowloris,
+    # the archive and the profile run it, and the sections without a scenario show it.
+    scenarios: list[str] = field(default_factory=lambda: [POST])
 
-    def targets(self) -> list[str]:
+    @property
+    def main_scenario(self) -> str:
+        return self.scenarios[0]
+
+    def targets(self, scenario: str | None = None, *, light: bool = False) -> list[str]:
         seen: dict[str, None] = {}
         for measurement in self.measurements:
-            seen.setdefault(measurement.target)
+            if measurement.light == light and measurement.scenario == (
+                scenario or self.main_scenario
+            ):
+                seen.setdefault(measurement.target)
         return list(seen)
 
-    def of(self, target: str) -> list[Measurement]:
-        return [m for m in self.measurements if m.target == target]
+    def of(
+        self, target: str, scenario: str | None = None, *, light: bool = False
+    ) -> list[Measurement]:
+        wanted = scenario or self.main_scenario
+        return [
+            m
+            for m in self.measurements
+            if m.target == target and m.scenario == wanted and m.light == light
+        ]
 
-    def summary(self, target: str) -> TargetSummary | None:
-        runs = sorted(self.of(target), key=lambda m: m.round)
+    def summary(
+        self, target: str, scenario: str | None = None, *, light: bool = False
+    ) -> TargetSummary | None:
+        runs = sorted(self.of(target, scenario, light=light), key=lambda m: m.round)
         if not runs:
             return None
         return TargetSummary(
@@ -163,14 +186,14 @@ class Results:
             cpu_us_per_request=_median_or_none([m.cpu_us_per_request for m in runs]),
         )
 
-    def ratio(self, numerator: str, denominator: str) -> Ratio | None:
-        top, bottom = self.summary(numerator), self.summary(denominator)
+    def ratio(self, numerator: str, denominator: str, scenario: str | None = None) -> Ratio | None:
+        top, bottom = self.summary(numerator, scenario), self.summary(denominator, scenario)
         if top is None or bottom is None or not bottom.requests_per_s:
             return None
-        by_round = {m.round: m.wrk.requests_per_s for m in self.of(denominator)}
+        by_round = {m.round: m.wrk.requests_per_s for m in self.of(denominator, scenario)}
         per_round = [
             m.wrk.requests_per_s / by_round[m.round]
-            for m in sorted(self.of(numerator), key=lambda m: m.round)
+            for m in sorted(self.of(numerator, scenario), key=lambda m: m.round)
             if by_round.get(m.round)
         ]
         return Ratio(
@@ -179,16 +202,18 @@ class Results:
             per_round,
         )
 
-    def cpu_ratio(self, numerator: str, denominator: str) -> Ratio | None:
+    def cpu_ratio(
+        self, numerator: str, denominator: str, scenario: str | None = None
+    ) -> Ratio | None:
         """CPU per request of one target over another's: how much more work each request is."""
-        top, bottom = self.summary(numerator), self.summary(denominator)
+        top, bottom = self.summary(numerator, scenario), self.summary(denominator, scenario)
         if top is None or bottom is None:
             return None
         if top.cpu_us_per_request is None or not bottom.cpu_us_per_request:
             return None
-        by_round = {m.round: m.cpu_us_per_request for m in self.of(denominator)}
+        by_round = {m.round: m.cpu_us_per_request for m in self.of(denominator, scenario)}
         per_round = []
-        for m in sorted(self.of(numerator), key=lambda m: m.round):
+        for m in sorted(self.of(numerator, scenario), key=lambda m: m.round):
             bottom_round = by_round.get(m.round)
             if m.cpu_us_per_request is not None and bottom_round:
                 per_round.append(m.cpu_us_per_request / bottom_round)
@@ -199,108 +224,13 @@ class Results:
         )
 
     def rss_under_load(self, target: str) -> float | None:
-        values = [m.rss_max_mib for m in self.of(target) if m.rss_max_mib is not None]
+        """The highest VmRSS sampled while `target` was under load, over every scenario."""
+        values = [
+            m.rss_max_mib
+            for m in self.measurements
+            if m.target == target and m.rss_max_mib is not None
+        ]
         return max(values) if values else None
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    target: str
-    measured: str
-    met: bool | None  # None: not measured
-
-
-def verdicts(results: Results) -> list[Verdict]:
-    """The targets of issue 6, each with what this run measured."""
-    out: list[Verdict] = []
-
-    def ratio_verdict(label: str, numerator: str, denominator: str, floor: float) -> None:
-        ratio = results.ratio(numerator, denominator)
-        if ratio is None:
-            out.append(Verdict(label, "not measured", None))
-            return
-        out.append(
-            Verdict(
-                label,
-                f"{ratio.of_medians:.2f} (per round {_join(ratio.per_round)})",
-                ratio.of_medians >= floor,
-            )
-        )
-
-    ratio_verdict("sidecar/naive ≥ 1.0", SIDECAR, NAIVE, 1.0)
-    ratio_verdict("sidecar/nginx ≥ 0.30", SIDECAR, NGINX, 0.30)
-    sidecar = results.summary(SIDECAR)
-    info = results.summary(SIDECAR_INFO)
-    if sidecar is None:
-        out.append(Verdict("p99 ≤ 20 ms at 64 connections", "not measured", None))
-    else:
-        shown = f"{sidecar.p99_ms:.1f} ms"
-        if info is not None:
-            shown += f" (log info: {info.p99_ms:.1f} ms)"
-        out.append(Verdict("p99 ≤ 20 ms at 64 connections", shown, sidecar.p99_ms <= 20.0))
-    for flood in (FLOOD_SINGLE, FLOOD_MANY):
-        ratio = results.ratio(flood, SIDECAR)
-        label = f"invalid-key flood costs ≤ 20% ({flood.removeprefix('sidecar + ')})"
-        if ratio is None:
-            out.append(Verdict(label, "not measured", None))
-            continue
-        cost = 1.0 - ratio.of_medians
-        out.append(Verdict(label, f"costs {cost:.0%} (ratio {ratio.of_medians:.2f})", cost <= 0.20))
-    load = results.rss_under_load(SIDECAR)
-    idle = next((i for i in results.idle if i.target == SIDECAR_INFO), None)
-    if load is None and idle is None:
-        out.append(Verdict("RSS ≤ 100 MiB per worker", "not measured", None))
-    else:
-        worst = max(v for v in (load, idle.with_idle_mib if idle else None) if v is not None)
-        parts = []
-        if load is not None:
-            parts.append(f"under load {load:.0f} MiB")
-        if idle is not None:
-            parts.append(f"{idle.connections_open} idle TLS {idle.with_idle_mib:.0f} MiB")
-        flooded = [results.rss_under_load(t) for t in (FLOOD_SINGLE, FLOOD_MANY)]
-        if any(v is not None for v in flooded):
-            parts.append(f"under flood {max(v for v in flooded if v is not None):.0f} MiB")
-        out.append(Verdict("RSS ≤ 100 MiB per worker", ", ".join(parts), worst <= 100.0))
-    out += _slowloris_verdicts(results, load)
-    return out
-
-
-SLOWLORIS_P99_MS = 100.0
-SLOWLORIS_RSS_GROWTH_MIB = 5.0  # allocator noise allowed between the two churn cycles
-
-
-def _slowloris_verdicts(results: Results, plain_load_mib: float | None) -> list[Verdict]:
-    run = results.slowloris
-    wanted = run.connections_wanted if run is not None else 500
-    p99_label = f"p99 under {wanted} slowloris connections ≤ {SLOWLORIS_P99_MS:.0f} ms"
-    growth = f"{SLOWLORIS_RSS_GROWTH_MIB:g} MiB"
-    rss_label = f"RSS bounded under slowloris (2nd cut/reopen cycle ≤ 1st + {growth})"
-    if run is None:
-        return [Verdict(p99_label, "not measured", None), Verdict(rss_label, "not measured", None)]
-    held = f"{run.connections_open} of {run.connections_wanted} open"
-    # The guard must be seen working: with no cut, the run proves nothing about the bound.
-    first, second = run.rss_first_cycle_mib, run.rss_second_cycle_mib
-    bounded: bool | None = None
-    if first is not None and second is not None:
-        bounded = run.server_closed > 0 and second <= first + SLOWLORIS_RSS_GROWTH_MIB
-    rss_shown = (
-        f"1st cycle {_mib(first)}, 2nd {_mib(second)} MiB (before {run.rss_before_mib:.0f}, "
-        f"after {run.rss_after_mib:.0f}"
-        + (f"; plain load {plain_load_mib:.0f}" if plain_load_mib is not None else "")
-        + f"); {run.server_closed} cut by the server, {run.reconnects} reopened"
-    )
-    return [
-        Verdict(
-            p99_label,
-            f"{run.wrk.p99_ms:.1f} ms ({held}, {run.wrk.errors} errors)",
-            run.wrk.p99_ms <= SLOWLORIS_P99_MS and run.wrk.errors == 0,
-        ),
-        Verdict(rss_label, rss_shown, bounded),
-    ]
-
-
-def _mib(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
 
 
 def _median_or_none(values: list[float | None]) -> float | None:
@@ -308,5 +238,10 @@ def _median_or_none(values: list[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
-def _join(values: list[float]) -> str:
-    return ", ".join(f"{v:.2f}" for v in values)
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One target of an issue: what this run measured, and whether it is met."""
+
+    target: str
+    measured: str
+    met: bool | None  # None: not measured

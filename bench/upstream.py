@@ -1,4 +1,5 @@
-"""The upstream every target forwards to: reads the request body, answers ~1 KiB of JSON.
+"""The upstream every target forwards to: reads the request body, answers ~1 KiB of JSON
+(a small JSON document to a GET).
 
 Run as its own process: `python -m bench.upstream --port N`.
 """
@@ -11,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bench.payloads import RESPONSE_BODY
+from bench.payloads import RESPONSE_BODY, SMALL_RESPONSE_BODY
 
 # The very loop choice `sidecar serve` makes (uvloop where installed), so no target gets a
 # faster loop than another.
@@ -22,7 +23,8 @@ __all__ = ["create_app", "run_on_fastest_loop", "serve_forever"]
 
 async def answer(request: web.Request) -> web.Response:
     await request.read()  # a real service reads what it is sent
-    return web.Response(body=RESPONSE_BODY, content_type="application/json")
+    body = SMALL_RESPONSE_BODY if request.method == "GET" else RESPONSE_BODY
+    return web.Response(body=body, content_type="application/json")
 
 
 def create_app() -> web.Application:

@@ -1,7 +1,8 @@
 """Driving `wrk` and reading what it prints.
 
-Every request is a POST of the same 1 KiB JSON body (a Lua script sets method, body and
-headers); `--latency` adds the percentile table the p50/p99 come from.
+Every request of a run is the same (a Lua script sets method, body and headers: a POST of
+1 KiB JSON or a small GET, `bench.payloads.SCENARIOS`); `--latency` adds the percentile table
+the p50/p99 come from.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.payloads import REQUEST_BODY
+from bench.payloads import SCENARIOS, Scenario
 from bench.private import write_private
 
 _TIMEOUT_S = 10  # wrk's default (2 s) would drop slow requests from the percentiles
@@ -58,17 +59,19 @@ def to_ms(value: str, unit: str) -> float:
     return float(value) * _UNITS_MS[unit]
 
 
-def write_script(path: Path, authorization: str | None) -> Path:
-    """A Lua script making every request a POST of the JSON body (plus the key, if given).
+def write_script(
+    path: Path, authorization: str | None, scenario: Scenario = SCENARIOS["post"]
+) -> Path:
+    """A Lua script making every request the scenario's (plus the key, if given).
 
     Mode 0600: the script holds the API key, and lives only in the run's temporary folder.
     """
-    body = REQUEST_BODY.decode()
-    lines = [
-        'wrk.method = "POST"',
-        f"wrk.body = [==[{body}]==]",
-        'wrk.headers["Content-Type"] = "application/json"',
-    ]
+    lines = [f'wrk.method = "{scenario.method}"']
+    if scenario.body is not None:
+        lines += [
+            f"wrk.body = [==[{scenario.body.decode()}]==]",
+            'wrk.headers["Content-Type"] = "application/json"',
+        ]
     if authorization is not None:
         lines.append(f'wrk.headers["Authorization"] = "{authorization}"')
     return write_private(path, "\n".join(lines) + "\n")
