@@ -799,6 +799,21 @@ def assert_clean(value: object) -> None:
             assert_clean(item)
 
 
+def test_numbers_without_a_card_stay_numbers_when_the_body_is_rewritten() -> None:
+    body = b'{"a": 3.5e+16, "b": 2.0, "c": "4111 1111 1111 1111"}'
+    document = json.loads(guard(body).body)
+    assert document["a"] == 3.5e16
+    assert document["b"] == 2.0
+    assert document["c"] == "**** **** **** 1111"
+
+
+def test_a_card_written_in_a_numbers_fraction_is_masked() -> None:
+    # 34811278260419710 to a parser, but "481127826041971" (Luhn-valid) to a reader of the text.
+    result = guard(b'{"a": 3.481127826041971e+16}')
+    assert luhn_windows(result.body.decode()) == []
+    assert result.findings == ("card_number",)
+
+
 @PROPERTY
 @given(json_values)
 def test_redacted_json_is_json_and_clean(document: object) -> None:

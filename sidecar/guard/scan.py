@@ -82,8 +82,17 @@ class Scan:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, jsondoc.Number):
-            masked = self.text(_as_integer(value.text))
-            return value if masked == value.text else masked
+            integer = _as_integer(value.text)
+            masked = self.text(integer)
+            if masked != integer:
+                return masked  # a card as parsers read the number
+            if integer != value.text:
+                # And as written: `3.481127826041971e+16` spells a card in its fraction for
+                # anything that stores the text (a log, a search index).
+                written = self.text(value.text)
+                if written != value.text:
+                    return written
+            return value  # unchanged: still the number it was, not its digits as a string
         if depth > MAX_DEPTH:
             raise _TooDeep
         if isinstance(value, jsondoc.Members):
