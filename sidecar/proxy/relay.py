@@ -45,6 +45,10 @@ async def send_body(
 async def read_whole(connection: UpstreamConnection, deadline: float) -> bytes:
     """The whole body (small, of known length); `UpstreamUnavailable` or `UpstreamTimeout`
     when it does not arrive whole, while nothing has been sent to the client."""
+    if connection.done:
+        # The whole body came with the head, as a small answer usually does: no timer (3 µs
+        # of a timeout's set-up and cancel) for a read that cannot wait.
+        return await connection.read_chunk()
     chunks = []
     try:
         async with asyncio.timeout_at(deadline):
