@@ -106,7 +106,11 @@ class DurableStreamWriter:
         self._queued_bytes = 0  # what the queue would take in the spool
         self._recent_sizes: deque[int] = deque(maxlen=_RECENT)
         self._wake = asyncio.Event()
-        self._waiters = DurableWaiters()  # requests waiting for their document
+        self._wait_s = 0.0  # the callers' `timeout_s`, for the expiry's message
+        # Requests waiting for their document; past its deadline a wait is a 503 (or a cut).
+        self._waiters = DurableWaiters(
+            lambda: AuditUnavailable(f"no durable audit record within {self._wait_s:g} s")
+        )
         self._idle = asyncio.Event()  # set while nothing waits in memory
         self._script = self.redis.register_script(_APPEND)
         # The hash tag puts the mark in the stream's slot, so the script is legal on a cluster.
@@ -169,12 +173,11 @@ class DurableStreamWriter:
             return
         if self._stuck:
             raise AuditUnavailable("the audit spool cannot take records")
-        waiter = self._waiters.add(seq)
-        try:
-            async with asyncio.timeout(timeout_s):
-                await waiter
-        except TimeoutError:
-            raise AuditUnavailable(f"no durable audit record within {timeout_s:g} s") from None
+        # One caller per writer, with one `timeout_s`: deadlines arrive in order, as the
+        # waiters' single timer needs them to.
+        self._wait_s = timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        await self._waiters.add(seq, deadline)
 
     @property
     def depth(self) -> int:
