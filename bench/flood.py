@@ -1,14 +1,15 @@
 """Invalid-key flood: well-formed keys (right shape, right checksum, this sidecar's prefix
 and environment) that no one ever issued, sent open-loop at a fixed rate.
 
-Such a key passes every check that costs nothing and reaches the key store, and its unknown
-id then costs a decoy argon2 run (so the clock does not tell ids apart), unless the per-IP
-failed-authentication limit stops the source first. Two shapes of attacker:
+Such a key passes every check that costs nothing and reaches the key store (once: then the
+negative cache of unknown ids answers), unless the per-IP failed-authentication limit stops
+the source first; it costs no argon2 (before issue 16 it cost a decoy run). Two shapes of
+attacker:
 
 - `single`: all requests from one address (127.0.0.2, not the valid client's 127.0.0.1);
   the per-IP limit (default 20 failures a minute) should turn it into cheap 429s.
 - `many`: round-robin over 1,000 loopback source addresses (127.1.x.y), each staying under
-  that limit, as a botnet would: every request reaches argon2.
+  that limit, as a botnet would: every request gets past the limit.
 
 Run as its own process; it stops on SIGTERM (or after --max-seconds) and writes its status
 counts as JSON to --result.
