@@ -50,6 +50,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.busy = False  # a request is in flight: bytes are expected
         self.received = False  # a byte of the current response has arrived
+        # The whole request (head and body) was written. An upstream may answer before it has
+        # read the body and go on reading it after: a connection whose request stopped short
+        # (the client stalled or left) still owes it body bytes, and the next request's would
+        # be read as those (request desync).
+        self.request_sent = False
         self.reused = False
         self.retired = False  # no longer counted in the pool
         self.idle_since = 0.0
@@ -135,11 +140,13 @@ class UpstreamConnection(asyncio.Protocol):
             self.done = True
 
     # -- for the forwarder -------------------------------------------------------------------
-    def send(self, data: bytes) -> None:
-        """Write `data` (the caller awaits `drain` for a streamed body)."""
+    def send(self, data: bytes, *, more: bool = False) -> None:
+        """Write `data` (the caller awaits `drain` for a streamed body); `more` when the
+        request goes on after it (see `request_sent`)."""
         if self.closed or self.transport is None or self.transport.is_closing():
             raise ConnectionLost("the upstream closed the connection")
         self.transport.write(data)
+        self.request_sent = not more
 
     async def drain(self) -> None:
         """Wait while the upstream is not reading what was sent."""
@@ -182,6 +189,7 @@ class UpstreamConnection(asyncio.Protocol):
             and not self.closed
             and head is not None
             and head.keep_alive
+            and self.request_sent
             and not self._chunks
         )
 
@@ -189,7 +197,7 @@ class UpstreamConnection(asyncio.Protocol):
         """Ready for the next request (only when `reusable`)."""
         self._parser = httptools.HttpResponseParser(self)
         self.head = None
-        self.done = self.busy = self.received = False
+        self.done = self.busy = self.received = self.request_sent = False
         self.idle_since = time.monotonic()
 
     def abandon(self) -> None:

@@ -207,7 +207,7 @@ class UpstreamClient:
                 for attempt in (1, 2):
                     connection = await self._pool.acquire(fresh=attempt == 2)
                     try:
-                        connection.send(payload)
+                        connection.send(payload, more=streamed)
                         if isinstance(body, LimitedBody):
                             await send_body(connection, body, chunked=length is None)
                         return connection, await connection.read_head()
