@@ -18,7 +18,7 @@ from typing import Any, cast
 import httptools
 
 from sidecar.errors import UpstreamTimeout, UpstreamUnavailable
-from sidecar.proxy.wire import HeadReader, Malformed, ResponseHead
+from sidecar.proxy.wire import MAX_HEAD_BYTES, HeadReader, Malformed, ResponseHead
 
 # Body bytes held unread before the upstream socket stops being read: a slow client slows
 # the upstream down instead of filling memory.
@@ -35,10 +35,10 @@ class ConnectionLost(UpstreamUnavailable):
 class UpstreamConnection(asyncio.Protocol):
     """One connection to the upstream and the response being read on it."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_head_bytes: int = MAX_HEAD_BYTES) -> None:
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._reader = HeadReader()
+        self._reader = HeadReader(max_head_bytes)
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
         self._chunks: list[bytes] = []
@@ -244,8 +244,10 @@ class UpstreamPool:
         ssl_context: ssl.SSLContext | None,
         max_connections: int,
         connect_timeout_s: float,
+        max_head_bytes: int = MAX_HEAD_BYTES,
     ) -> None:
         self._host = host
+        self._max_head_bytes = max_head_bytes
         self._port = port
         self._ssl = ssl_context
         self._max = max_connections
@@ -300,7 +302,10 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 _, connection = await loop.create_connection(
-                    UpstreamConnection, self._host, self._port, **extra
+                    lambda: UpstreamConnection(self._max_head_bytes),
+                    self._host,
+                    self._port,
+                    **extra,
                 )
         except TimeoutError:
             self._closed_one()

@@ -31,7 +31,7 @@ from sidecar.proxy.relay import Capture as Capture
 from sidecar.proxy.relay import UpstreamAborted as UpstreamAborted
 from sidecar.proxy.relay import read_whole, relay, send_body
 from sidecar.proxy.upstream_head import fetch_head
-from sidecar.proxy.wire import ResponseHead, client_content_length, request_head
+from sidecar.proxy.wire import MAX_HEAD_BYTES, ResponseHead, client_content_length, request_head
 
 # A response of known length up to this is read whole and sent with its head in one write.
 WHOLE_BODY_BYTES = 64 * 1024
@@ -61,8 +61,11 @@ def upstream_ssl_context(upstream: Upstream) -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def create_upstream_pool(upstream: Upstream) -> UpstreamPool:
-    """The one shared pool of keep-alive connections to the upstream."""
+def create_upstream_pool(
+    upstream: Upstream, *, max_head_bytes: int = MAX_HEAD_BYTES
+) -> UpstreamPool:
+    """The one shared pool of keep-alive connections to the upstream; a response head past
+    `max_head_bytes` is a 502."""
     assert upstream.url is not None
     base = URL(upstream.url)
     assert base.host is not None
@@ -73,6 +76,7 @@ def create_upstream_pool(upstream: Upstream) -> UpstreamPool:
         ssl_context=upstream_ssl_context(upstream) if base.scheme == "https" else None,
         max_connections=upstream.max_connections,
         connect_timeout_s=upstream.connect_timeout_s,
+        max_head_bytes=max_head_bytes,
     )
 
 
