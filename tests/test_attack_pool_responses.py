@@ -59,3 +59,23 @@ async def test_a_large_head_within_the_limit_is_relayed(
         assert response.status == 200
         assert len(response.headers.getall("Set-Cookie")) == 8
         assert await response.read() == b"ok"
+
+
+@pytest.mark.parametrize("byte", [b"\x01", b"\x7f", b"\x1b"])
+async def test_a_control_byte_in_the_reason_phrase_is_a_502(
+    start_proxy: ProxyFactory, raw: RawUpstream, byte: bytes
+) -> None:
+    """llhttp lets these by and aiohttp's writer refuses them: a 500 of the sidecar's own,
+    as if it had failed, instead of the upstream's fault (502) and its connection dropped."""
+    raw.replies["/public/bad"] = b"HTTP/1.1 200 O" + byte + b"K\r\n" + LENGTH_2
+    proxy = await start(start_proxy, raw)
+    assert await bad_then_good(proxy, raw) == 502
+
+
+async def test_a_reason_phrase_with_tabs_and_spaces_is_relayed(
+    start_proxy: ProxyFactory, raw: RawUpstream
+) -> None:
+    raw.replies["/public/x"] = b"HTTP/1.1 200 All\tgood here\r\n" + LENGTH_2
+    proxy = await start(start_proxy, raw)
+    async with proxy.request("GET", "/public/x") as response:
+        assert (response.status, response.reason) == (200, "All\tgood here")

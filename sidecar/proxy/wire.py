@@ -20,6 +20,9 @@ from sidecar.errors import UpstreamUnavailable
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Control bytes aiohttp's serialisers refuse too (CR and LF are counted apart: see below).
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# RFC 9112 §4: a reason phrase is tabs, spaces and visible (or obs-text) bytes. llhttp lets
+# other control bytes by, and aiohttp's writer then refuses the status line: a 500 of ours.
+_NOT_IN_REASON = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # The largest response head read (status line and fields), as `limits.max_header_bytes`
 # bounds a request's; the pool's owner may set another.
 MAX_HEAD_BYTES = 64 * 1024
@@ -143,9 +146,12 @@ class HeadReader:
             headers.append((name, value))
         if codings and (len(codings) > 1 or codings[0].strip().lower() != "chunked"):
             raise Malformed("the upstream sent a Transfer-Encoding other than chunked")
+        phrase = reason.decode("latin-1")
+        if _NOT_IN_REASON.search(phrase):
+            raise Malformed("the upstream sent a control character in its reason phrase")
         return ResponseHead(
             status=status,
-            reason=reason.decode("latin-1"),
+            reason=phrase,
             headers=headers,
             connection=connection,
             length=None if codings else length,
