@@ -18,7 +18,7 @@ from typing import Any, cast
 import httptools
 
 from sidecar.errors import UpstreamTimeout, UpstreamUnavailable
-from sidecar.proxy.wire import HeadReader, Malformed, ResponseHead
+from sidecar.proxy.wire import MAX_HEAD_BYTES, HeadReader, Malformed, ResponseHead
 
 # Body bytes held unread before the upstream socket stops being read: a slow client slows
 # the upstream down instead of filling memory.
@@ -35,10 +35,10 @@ class ConnectionLost(UpstreamUnavailable):
 class UpstreamConnection(asyncio.Protocol):
     """One connection to the upstream and the response being read on it."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_head_bytes: int = MAX_HEAD_BYTES) -> None:
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._reader = HeadReader()
+        self._reader = HeadReader(max_head_bytes)
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
         self._chunks: list[bytes] = []
@@ -50,6 +50,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.busy = False  # a request is in flight: bytes are expected
         self.received = False  # a byte of the current response has arrived
+        # The whole request (head and body) was written. An upstream may answer before it has
+        # read the body and go on reading it after: a connection whose request stopped short
+        # (the client stalled or left) still owes it body bytes, and the next request's would
+        # be read as those (request desync).
+        self.request_sent = False
         self.reused = False
         self.retired = False  # no longer counted in the pool
         self.idle_since = 0.0
@@ -135,11 +140,13 @@ class UpstreamConnection(asyncio.Protocol):
             self.done = True
 
     # -- for the forwarder -------------------------------------------------------------------
-    def send(self, data: bytes) -> None:
-        """Write `data` (the caller awaits `drain` for a streamed body)."""
+    def send(self, data: bytes, *, more: bool = False) -> None:
+        """Write `data` (the caller awaits `drain` for a streamed body); `more` when the
+        request goes on after it (see `request_sent`)."""
         if self.closed or self.transport is None or self.transport.is_closing():
             raise ConnectionLost("the upstream closed the connection")
         self.transport.write(data)
+        self.request_sent = not more
 
     async def drain(self) -> None:
         """Wait while the upstream is not reading what was sent."""
@@ -182,6 +189,7 @@ class UpstreamConnection(asyncio.Protocol):
             and not self.closed
             and head is not None
             and head.keep_alive
+            and self.request_sent
             and not self._chunks
         )
 
@@ -189,7 +197,7 @@ class UpstreamConnection(asyncio.Protocol):
         """Ready for the next request (only when `reusable`)."""
         self._parser = httptools.HttpResponseParser(self)
         self.head = None
-        self.done = self.busy = self.received = False
+        self.done = self.busy = self.received = self.request_sent = False
         self.idle_since = time.monotonic()
 
     def abandon(self) -> None:
@@ -236,8 +244,10 @@ class UpstreamPool:
         ssl_context: ssl.SSLContext | None,
         max_connections: int,
         connect_timeout_s: float,
+        max_head_bytes: int = MAX_HEAD_BYTES,
     ) -> None:
         self._host = host
+        self._max_head_bytes = max_head_bytes
         self._port = port
         self._ssl = ssl_context
         self._max = max_connections
@@ -292,7 +302,10 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 _, connection = await loop.create_connection(
-                    UpstreamConnection, self._host, self._port, **extra
+                    lambda: UpstreamConnection(self._max_head_bytes),
+                    self._host,
+                    self._port,
+                    **extra,
                 )
         except TimeoutError:
             self._closed_one()

@@ -34,12 +34,16 @@ async def send_body(
         if not chunk:
             continue  # an empty chunk would end the chunked encoding
         if chunked:
-            connection.send(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            connection.send(b"%x\r\n%b\r\n" % (len(chunk), chunk), more=True)
         else:
-            connection.send(chunk)
+            connection.send(chunk, more=True)
         await connection.drain()
+    # Only now is the request whole: a body that failed midway leaves the connection owing
+    # the upstream the rest, and it is closed rather than reused.
     if chunked:
         connection.send(b"0\r\n\r\n")
+    else:
+        connection.request_sent = True
 
 
 async def read_whole(connection: UpstreamConnection, deadline: float) -> bytes:

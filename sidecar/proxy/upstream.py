@@ -31,7 +31,7 @@ from sidecar.proxy.relay import Capture as Capture
 from sidecar.proxy.relay import UpstreamAborted as UpstreamAborted
 from sidecar.proxy.relay import read_whole, relay, send_body
 from sidecar.proxy.upstream_head import fetch_head
-from sidecar.proxy.wire import ResponseHead, client_content_length, request_head
+from sidecar.proxy.wire import MAX_HEAD_BYTES, ResponseHead, client_content_length, request_head
 
 # A response of known length up to this is read whole and sent with its head in one write.
 WHOLE_BODY_BYTES = 64 * 1024
@@ -71,8 +71,11 @@ def upstream_ssl_context(upstream: Upstream) -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def create_upstream_pool(upstream: Upstream) -> UpstreamPool:
-    """The one shared pool of keep-alive connections to the upstream."""
+def create_upstream_pool(
+    upstream: Upstream, *, max_head_bytes: int = MAX_HEAD_BYTES
+) -> UpstreamPool:
+    """The one shared pool of keep-alive connections to the upstream; a response head past
+    `max_head_bytes` is a 502."""
     assert upstream.url is not None
     base = URL(upstream.url)
     assert base.host is not None
@@ -83,6 +86,7 @@ def create_upstream_pool(upstream: Upstream) -> UpstreamPool:
         ssl_context=upstream_ssl_context(upstream) if base.scheme == "https" else None,
         max_connections=upstream.max_connections,
         connect_timeout_s=upstream.connect_timeout_s,
+        max_head_bytes=max_head_bytes,
     )
 
 
@@ -218,7 +222,7 @@ class UpstreamClient:
                 for attempt in (1, 2):
                     connection = await self._pool.acquire(fresh=attempt == 2)
                     try:
-                        connection.send(payload)
+                        connection.send(payload, more=streamed)
                         if isinstance(body, LimitedBody):
                             await send_body(connection, body, chunked=length is None)
                         return connection, await connection.read_head()

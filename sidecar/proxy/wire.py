@@ -20,6 +20,12 @@ from sidecar.errors import UpstreamUnavailable
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Control bytes aiohttp's serialisers refuse too (CR and LF are counted apart: see below).
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# RFC 9112 §4: a reason phrase is tabs, spaces and visible (or obs-text) bytes. llhttp lets
+# other control bytes by, and aiohttp's writer then refuses the status line: a 500 of ours.
+_NOT_IN_REASON = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# The largest response head read (status line and fields), as `limits.max_header_bytes`
+# bounds a request's; the pool's owner may set another.
+MAX_HEAD_BYTES = 64 * 1024
 
 
 class Malformed(UpstreamUnavailable):
@@ -92,24 +98,35 @@ class HeadReader:
     them; a 101 is kept, for the caller to refuse.
     """
 
-    __slots__ = ("_fields", "_reason")
+    __slots__ = ("_fields", "_max_bytes", "_reason", "_size")
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = MAX_HEAD_BYTES) -> None:
         self._fields: list[tuple[bytes, bytes]] = []
         self._reason = b""
+        self._size = 0
+        self._max_bytes = max_bytes
 
     def status(self, reason: bytes) -> None:
         """A piece of the reason phrase."""
         self._reason += reason
+        self._count(len(reason))
 
     def header(self, name: bytes, value: bytes) -> None:
         """One field of the head."""
         self._fields.append((name, value))
+        self._count(len(name) + len(value) + 4)
+
+    def _count(self, size: int) -> None:
+        # llhttp sets no bound on a head: without one an upstream could stream header fields
+        # into memory until the timeout, and pass on a head no client library would read.
+        self._size += size
+        if self._size > self._max_bytes:
+            raise Malformed("the upstream sent a response head larger than allowed")
 
     def complete(self, status: int, keep_alive: bool) -> ResponseHead | None:
         """The head just ended: the final one, checked, or None for an informational one."""
         fields, reason = self._fields, self._reason
-        self._fields, self._reason = [], b""
+        self._fields, self._reason, self._size = [], b"", 0
         if 100 <= status < 200 and status != 101:
             return None
         headers = []
@@ -129,9 +146,12 @@ class HeadReader:
             headers.append((name, value))
         if codings and (len(codings) > 1 or codings[0].strip().lower() != "chunked"):
             raise Malformed("the upstream sent a Transfer-Encoding other than chunked")
+        phrase = reason.decode("latin-1")
+        if _NOT_IN_REASON.search(phrase):
+            raise Malformed("the upstream sent a control character in its reason phrase")
         return ResponseHead(
             status=status,
-            reason=reason.decode("latin-1"),
+            reason=phrase,
             headers=headers,
             connection=connection,
             length=None if codings else length,
