@@ -122,6 +122,11 @@ FORWARDED = {
                       b"GET", b"/public/a", (b"X-A", b"caf\xe9"), b""),
     "utf-8-value": (b"GET /public/a HTTP/1.1\r\n" + HOST + b"X-A: caf\xc3\xa9\r\n\r\n",
                     b"GET", b"/public/a", (b"X-A", b"caf\xc3\xa9"), b""),
+    # HEAD answers are read on a connection of their own (upstream_head): the same bytes.
+    "head-latin-1-value": (b"HEAD /public/a HTTP/1.1\r\n" + HOST + b"X-A: caf\xe9\r\n\r\n",
+                           b"HEAD", b"/public/a", (b"X-A", b"caf\xe9"), b""),
+    "head-utf-8-value": (b"HEAD /public/a HTTP/1.1\r\n" + HOST + b"X-A: caf\xc3\xa9\r\n\r\n",
+                         b"HEAD", b"/public/a", (b"X-A", b"caf\xc3\xa9"), b""),
     "tab-in-value": (b"GET /public/a HTTP/1.1\r\n" + HOST + b"X-A: a\tb\r\n\r\n",
                      b"GET", b"/public/a", (b"X-A", b"a\tb"), b""),
     "colon-in-value": (b"GET /public/a HTTP/1.1\r\n" + HOST + b"X:A: b\r\n\r\n",

@@ -93,7 +93,9 @@ def create_upstream_pool(
 class UpstreamClient:
     """Sends one request upstream and streams the answer back to the client."""
 
-    def __init__(self, upstream: Upstream, pool: UpstreamPool, *, max_head_bytes: int) -> None:
+    def __init__(
+        self, upstream: Upstream, pool: UpstreamPool, *, max_head_bytes: int = MAX_HEAD_BYTES
+    ) -> None:
         assert upstream.url is not None
         base = URL(upstream.url)
         self._settings = upstream

@@ -49,7 +49,9 @@ def head_request(target: str, headers: list[tuple[str, str]]) -> bytes:
     lines = [f"HEAD {target} HTTP/1.1"]
     lines += [f"{name}: {value}" for name, value in headers]
     lines += ["Connection: close", "", ""]
-    return "\r\n".join(lines).encode("latin-1")
+    # The bytes the client sent: aiohttp decoded them as UTF-8 with surrogateescape, so that
+    # encoding gives them back exactly (latin-1 changed UTF-8 values and failed on others).
+    return "\r\n".join(lines).encode("utf-8", "surrogateescape")
 
 
 def parse_head(data: bytes) -> HeadAnswer:

@@ -187,9 +187,8 @@ async def open_sidecar(
         pipeline = Pipeline(
             settings,
             routes=RouteTable(settings.routes, settings.default_route),
-            upstream=UpstreamClient(
-                settings.upstream, upstream_pool, max_head_bytes=settings.limits.max_header_bytes
-            ),
+            # One bound on an upstream's answer head, HEAD or not (the pool's 64 KiB).
+            upstream=UpstreamClient(settings.upstream, upstream_pool),
             authenticator=authenticator,
             events=EventLog(
                 event_writer,
