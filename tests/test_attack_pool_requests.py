@@ -236,3 +236,16 @@ async def test_a_request_not_read_unambiguously_is_refused_and_nothing_is_forwar
 
     await wait_until(marker_arrived, within=3)
     assert [m.url for m in upstream.messages] == [b"/public/marker"]
+
+
+@pytest.mark.parametrize(
+    "request_line", [b"GET /public/a", b"GET /public/a HTTP/2.0", b"GET /public/a HTTP/1.2"]
+)
+async def test_a_request_line_of_another_http_version_is_refused(
+    sent: tuple[Capturing, Proxy], client_ssl: ssl.SSLContext, request_line: bytes
+) -> None:
+    upstream, proxy = sent
+    payload = request_line + b"\r\n" + HOST + b"\r\n"
+    response = await raw_tls_exchange(proxy.server.proxy_port, payload, client_ssl, within=1.5)
+    assert re.search(rb"^HTTP/\S+ 400 ", response.raw), response.raw[:80]
+    assert upstream.messages == []

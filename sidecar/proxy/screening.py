@@ -13,13 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
-from aiohttp import web
+from aiohttp import HttpVersion10, HttpVersion11, web
 
 from sidecar.config import Settings
 from sidecar.errors import BadRequest, BodyTooLarge, HeaderTooLarge, KeyInHeader, KeyInUrl
 from sidecar.guard.keyshapes import find_key
 from sidecar.proxy.headers import SINGLETONS, RequestHeaderPolicy
 from sidecar.proxy.paths import NonCanonicalPath, PathReading, read_path
+
+_VERSIONS = (HttpVersion10, HttpVersion11)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,10 @@ class RequestScreen:
     def screen_head(self, request: web.BaseRequest) -> None:
         """Raises the `Rejected` that answers a header block over the limit or one the
         upstream may read differently; returns when the head is unambiguous."""
+        if request.version not in _VERSIONS:
+            # llhttp takes `GET /x` (HTTP/0.9: no headers at all) and `HTTP/2.0` request lines;
+            # aiohttp answers in the version asked for. Only HTTP/1.x is read as it is meant.
+            raise BadRequest("only HTTP/1.0 and HTTP/1.1 requests are served")
         head = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
         if head > self._max_header_bytes:
             raise HeaderTooLarge(f"the header block is over {self._max_header_bytes} bytes")
