@@ -12,7 +12,6 @@ from pathlib import Path
 
 from aiohttp import web
 
-from sidecar.archive.archiver import create_archiver
 from sidecar.audit.activity_counters import ActivityCounters, CountActivity
 from sidecar.audit.admin_events import ADMIN_EVENTS_STREAM
 from sidecar.audit.events import EVENT_FIELD, EventLog
@@ -34,7 +33,6 @@ from sidecar.proxy.headers import hsts_value
 from sidecar.proxy.pipeline import Lifecycle, Pipeline
 from sidecar.proxy.routes import RouteTable
 from sidecar.proxy.upstream import UpstreamClient, create_upstream_pool
-from sidecar.runtime.admin import AdminParts, open_admin
 from sidecar.runtime.cpus import cpus_per_worker
 from sidecar.runtime.health import ReadinessCheck, create_health_app
 from sidecar.runtime.rotation_due import RotationDueGauge
@@ -79,11 +77,8 @@ async def open_sidecar(
     settings: Settings, certificate: Certificate, *, metrics_dir: Path | None = None
 ) -> AsyncIterator[Sidecar]:
     """Open the shared clients, start the background tasks, build the pipeline and the health
-    app; on exit flush what is queued and close everything in reverse order.
-
-    The proxy port runs on aiohttp's low-level server (no router, no per-request app
-    machinery), so its resources live here rather than in an `Application.cleanup_ctx`.
-    """
+    app; on exit flush what is queued and close everything in reverse order. (The proxy port
+    runs on aiohttp's low-level server, so its resources live here, not in a cleanup_ctx.)"""
     metrics = Metrics(metrics_dir)
     lifecycle = Lifecycle()
     headers = security_headers(settings)
@@ -132,6 +127,9 @@ async def open_sidecar(
             stack.callback(writer.spool.close)  # after the task stops: the next process adopts
         archiver = None
         if settings.archive.url is not None:  # the consumer is named after the audit writer
+            # Imported when used (so is the admin listener's code): psycopg is 9 MiB of RSS.
+            from sidecar.archive.archiver import create_archiver
+
             archiver = create_archiver(
                 settings, redis, audit_writer.writer_id, audit_keys.integrity, metrics
             )
@@ -220,6 +218,8 @@ async def open_sidecar(
             security_headers=headers,
         )
         if settings.admin.enabled:
+            from sidecar.runtime.admin import AdminParts, open_admin
+
             sidecar.admin_app = await open_admin(
                 stack,
                 settings,
