@@ -37,14 +37,6 @@ WHERE pg_inherits.inhparent = to_regclass(%s)
 ORDER BY child.relname"""
 
 
-def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
-    """Add `archive migrate|status` to the command line."""
-    archive = commands.add_parser("archive", parents=[common], help="the PostgreSQL audit archive")
-    actions = archive.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("migrate", parents=[common], help="create or update the archive's schema")
-    actions.add_parser("status", parents=[common], help="lag, partitions, rows and bytes")
-
-
 @asynccontextmanager
 async def open_archive(settings: Settings, *, reading: bool = False) -> AsyncIterator[Connection]:
     """A connection to `archive.url`, closed on the way out; `UsageError` when it is unset and

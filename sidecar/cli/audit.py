@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -31,9 +31,10 @@ from sidecar.audit.events import EVENT_FIELD
 from sidecar.audit.trail import RECORD_FIELD
 from sidecar.cli import verify as cli_verify
 from sidecar.cli.archive import ArchiveUnreachable, archive_unreachable, open_archive
+from sidecar.cli.reading_args import MAX_COUNT, MAX_SINCE
 from sidecar.cli.terminal import json_line, printable
 from sidecar.config import Settings
-from sidecar.durations import describe, parse_duration
+from sidecar.durations import parse_duration
 from sidecar.errors import UsageError
 from sidecar.proxy.routes import compile_glob
 from sidecar.storage.client import RedisClient, create_redis, unreachable
@@ -41,42 +42,8 @@ from sidecar.storage.failures import REDIS_FAILURES
 
 _PAGE = 500
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-# SPEC §14: bounds on what the command line takes, so a typo is a usage error, not a
-# traceback (an overflow) or a Redis error reported as Redis being unreachable.
-MAX_SINCE = timedelta(days=3650)
-MAX_COUNT = 100_000
-_COUNT_HELP = f"how many of the most recent (1 to {MAX_COUNT}; default 20)"
 
 Keep = Callable[[bytes, dict[str, Any]], bool]
-
-
-def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
-    """Add `audit tail|query` and `events tail` to the command line."""
-    audit = commands.add_parser("audit", parents=[common], help="read the audit trail")
-    actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
-    tail = actions.add_parser("tail", parents=[common], help="the most recent records")
-    tail.add_argument("-n", type=int, default=20, dest="count", help=_COUNT_HELP)
-    tail.add_argument("--follow", action="store_true")
-    query = actions.add_parser("query", parents=[common], help="filter records")
-    query.add_argument(
-        "--since",
-        default="1h",
-        help=f"a duration back from now (1h, 7d), at most {describe(MAX_SINCE)}; default 1h",
-    )
-    query.add_argument("--key-name")
-    query.add_argument("--status", help="e.g. 4xx, 503")
-    query.add_argument("--path", help="a route glob, e.g. /v1/orders/**")
-    cli_verify.add_parser(actions, common)
-    events = commands.add_parser("events", parents=[common], help="authentication events")
-    event_actions = events.add_subparsers(dest="action", required=True, metavar="ACTION")
-    event_tail = event_actions.add_parser("tail", parents=[common], help="the most recent events")
-    event_tail.add_argument("-n", type=int, default=20, dest="count", help=_COUNT_HELP)
-    event_tail.add_argument("--follow", action="store_true")
-    admin = commands.add_parser("admin-events", parents=[common], help="admin actions")
-    admin_actions = admin.add_subparsers(dest="action", required=True, metavar="ACTION")
-    admin_tail = admin_actions.add_parser("tail", parents=[common], help="the most recent ones")
-    admin_tail.add_argument("-n", type=int, default=20, dest="count", help=_COUNT_HELP)
-    admin_tail.add_argument("--follow", action="store_true")
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:

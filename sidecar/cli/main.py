@@ -12,9 +12,8 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from sidecar.audit.keyfiles import load_audit_keys
-from sidecar.cli import archive as cli_archive
-from sidecar.cli import audit as cli_audit
 from sidecar.cli import keys as cli_keys
+from sidecar.cli.reading_args import add_archive_parsers, add_reading_parsers
 from sidecar.config import LoadedConfig, config_named, config_path, load_config
 from sidecar.errors import ConfigError, SidecarError, UsageError
 from sidecar.runtime.logs import configure_logging
@@ -84,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("check-config", parents=[common], help="validate the configuration")
     commands.add_parser("demo", parents=[common], help="run a self-contained demo")
     cli_keys.add_parsers(commands, common)
-    cli_audit.add_parsers(commands, common)
-    cli_archive.add_parsers(commands, common)
+    add_reading_parsers(commands, common)
+    add_archive_parsers(commands, common)
     return parser
 
 
@@ -183,6 +182,8 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _archive(args: argparse.Namespace) -> int:
+    from sidecar.cli import archive as cli_archive  # psycopg: loaded for this command only
+
     settings = _load(args, serving=False).settings
     # migrate logs what it does, as at a serving start-up: to stderr, never into the output.
     configure_logging(settings.log.level, settings.log.format)
@@ -190,6 +191,8 @@ def _archive(args: argparse.Namespace) -> int:
 
 
 def _streams(args: argparse.Namespace) -> int:
+    from sidecar.cli import audit as cli_audit  # psycopg: loaded for these commands only
+
     settings = _load(args, serving=False).settings
     try:
         return asyncio.run(cli_audit.run(args, settings))

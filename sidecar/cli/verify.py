@@ -33,15 +33,15 @@ from sidecar.audit.keyfiles import load_audit_keys
 from sidecar.audit.retention import redis_now_ms
 from sidecar.audit.verify import ContentCheck, StoredCheckpoint, StreamVerifier
 from sidecar.cli.archive import archive_unreachable, open_archive
+from sidecar.cli.reading_args import MAX_SINCE
 from sidecar.cli.verify_output import print_reports
 from sidecar.config import Settings
-from sidecar.durations import describe, parse_duration
+from sidecar.durations import parse_duration
 from sidecar.errors import UsageError
 from sidecar.storage.client import RedisClient, create_redis, unreachable
 from sidecar.storage.failures import REDIS_FAILURES
 
 PAGE = 1000
-MAX_SINCE = timedelta(days=3650)
 EXIT_OK, EXIT_FINDINGS = 0, 1
 # A walk is repeated (this many times at most) when retention trimmed under it: its checkpoints,
 # read before, may not cover what the trim removed ahead of the walk.
@@ -53,18 +53,6 @@ NO_KEY_WARNING = (
     "no integrity key (audit.integrity_key_file or audit.encryption_key_file): "
     "chain only: forged records cannot be told from real ones"
 )
-
-
-def add_parser(actions: Any, common: argparse.ArgumentParser) -> None:
-    """Add `audit verify` to the `audit` command's actions."""
-    verify = actions.add_parser(
-        "verify", parents=[common], help="check the streams' tamper evidence (exit 1 on findings)"
-    )
-    verify.add_argument(
-        "--since",
-        help="only the entries of a duration back from now by Redis's clock (1h, 7d), at most "
-        f"{describe(MAX_SINCE)}; default: everything",
-    )
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
