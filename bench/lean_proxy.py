@@ -15,7 +15,6 @@ Run as its own process:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import gc
@@ -25,7 +24,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from bench.upstream import run_on_fastest_loop
+from bench.upstream import proxy_arguments, run_on_fastest_loop
 
 POOL_LIMIT = 100  # the sidecar's and the naive proxy's default upstream pool
 MAX_BODY = 16 * 1024 * 1024
@@ -273,15 +272,7 @@ async def serve(port: int, upstream: str, context: ssl.SSLContext) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="lean TLS pass-through proxy (the ceiling)")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream", required=True)
-    parser.add_argument("--cert-file", required=True)
-    parser.add_argument("--key-file", required=True)
-    args = parser.parse_args()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(args.cert_file, args.key_file)
+    args, context = proxy_arguments("lean TLS pass-through proxy (the ceiling)")
     run_on_fastest_loop(serve(args.port, args.upstream, context))
 
 

@@ -11,14 +11,12 @@ Run as its own process:
 
 from __future__ import annotations
 
-import argparse
-import ssl
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
-from bench.upstream import run_on_fastest_loop, serve_forever
+from bench.upstream import proxy_arguments, run_on_fastest_loop, serve_forever
 
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 UPSTREAM = web.AppKey("upstream", str)
@@ -82,15 +80,7 @@ def create_app(upstream: str) -> web.Application:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="naive aiohttp TLS pass-through proxy")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream", required=True)
-    parser.add_argument("--cert-file", required=True)
-    parser.add_argument("--key-file", required=True)
-    args = parser.parse_args()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(args.cert_file, args.key_file)
+    args, context = proxy_arguments("naive aiohttp TLS pass-through proxy")
     run_on_fastest_loop(serve_forever(create_app(args.upstream), args.port, ssl_context=context))
 
 

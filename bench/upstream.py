@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ssl
 from typing import Any
 
 from aiohttp import web
@@ -42,6 +43,21 @@ async def serve_forever(app: web.Application, port: int, **site_options: Any) ->
         await asyncio.Event().wait()  # until SIGTERM ends the process
     finally:
         await runner.cleanup()
+
+
+def proxy_arguments(description: str) -> tuple[argparse.Namespace, ssl.SSLContext]:
+    """The command line every peer proxy takes (`--port --upstream --cert-file --key-file`),
+    and its server TLS context (1.2 at least, the run's certificate)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--cert-file", required=True)
+    parser.add_argument("--key-file", required=True)
+    args = parser.parse_args()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(args.cert_file, args.key_file)
+    return args, context
 
 
 def main() -> None:

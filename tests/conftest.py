@@ -26,6 +26,7 @@ from sidecar.runtime.tls import check_certificate
 from sidecar.storage.embedded import EmbeddedRedis
 from sidecar.storage.embedded_postgres import EmbeddedPostgres
 from tests.postgres import fresh_database
+from tests.rawupstream import RawUpstream, serving_raw
 from tests.upstream import UpstreamServer, start_upstream
 
 
@@ -100,6 +101,13 @@ def client_ssl(ca: trustme.CA) -> ssl.SSLContext:
     context = ssl.create_default_context()
     ca.configure_trust(context)
     return context
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[RawUpstream]:
+    """An upstream that answers from hand-written bytes (`tests.rawupstream`)."""
+    async with serving_raw() as upstream:
+        yield upstream
 
 
 @pytest.fixture

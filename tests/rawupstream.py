@@ -8,8 +8,10 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from tests.conftest import Proxy, ProxyFactory
+if TYPE_CHECKING:  # conftest imports this module for its `raw` fixture
+    from tests.conftest import Proxy, ProxyFactory
 
 # A reply: bytes to write, or a coroutine given the writer; False from it closes the connection.
 Script = bytes | Callable[[asyncio.StreamWriter], Awaitable[bool]]

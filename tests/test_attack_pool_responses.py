@@ -7,22 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.conftest import Proxy, ProxyFactory
 from tests.helpers import raw_tls_exchange, wait_until
-from tests.rawupstream import OK, RawUpstream, serving_raw, start, status_of
+from tests.rawupstream import OK, RawUpstream, start, status_of
 
 GET = b"GET /public/bad HTTP/1.1\r\nHost: localhost\r\n\r\n"
 LENGTH_2 = b"Content-Length: 2\r\n\r\nok"
-
-
-@pytest.fixture
-async def raw() -> AsyncIterator[RawUpstream]:
-    async with serving_raw() as upstream:
-        yield upstream
 
 
 async def bad_then_good(proxy: Proxy, raw: RawUpstream) -> int:

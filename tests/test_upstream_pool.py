@@ -16,12 +16,6 @@ from tests.conftest import Proxy, ProxyFactory
 from tests.rawupstream import OK, RawUpstream, dechunked, serving_raw, start, status_of
 
 
-@pytest.fixture
-async def raw() -> AsyncIterator[RawUpstream]:
-    async with serving_raw() as upstream:
-        yield upstream
-
-
 async def test_keep_alive_connections_are_reused(
     start_proxy: ProxyFactory, raw: RawUpstream
 ) -> None:

@@ -14,13 +14,7 @@ from sidecar.proxy.pool import UpstreamPool
 from sidecar.proxy.wire import request_head
 from tests.conftest import ProxyFactory
 from tests.helpers import wait_until
-from tests.rawupstream import OK, RawUpstream, serving_raw, start, status_of
-
-
-@pytest.fixture
-async def raw() -> AsyncIterator[RawUpstream]:
-    async with serving_raw() as upstream:
-        yield upstream
+from tests.rawupstream import OK, RawUpstream, start, status_of
 
 
 async def test_a_stale_connection_is_retried_for_an_idempotent_bytes_body(
