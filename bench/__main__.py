@@ -12,7 +12,7 @@ from types import FrameType
 from bench import results
 from bench.payloads import SCENARIOS
 from bench.run import Options, run
-from bench.sidecar_target import baseline_python
+from bench.sidecar_target import baseline_python, revision_of
 from bench.wrk import WrkMissing, find_wrk
 
 EXIT_OK, EXIT_FAILURE, EXIT_MISSING_TOOL = 0, 1, 2
@@ -83,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
         "sidecar runs beside this one as `sidecar (baseline)`",
     )
     parser.add_argument(
+        "--step",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a checkout of an earlier revision (with its .venv), measured as `sidecar @REV`; "
+        "repeat, oldest first: the report gives each step's ratio over the one before",
+    )
+    parser.add_argument(
         "--scenarios",
         default=",".join(SCENARIOS),
         help=f"comma-separated, from {', '.join(SCENARIOS)}; the first is the main one "
@@ -110,8 +119,9 @@ def _options(args: argparse.Namespace, argv: list[str]) -> Options:
         raise SystemExit("--rounds, --duration, --connections and --threads must be ≥ 1")
     if args.slowloris < 0:
         raise SystemExit("--slowloris must be ≥ 0")
-    if args.baseline is not None and not baseline_python(args.baseline).exists():
-        raise SystemExit(f"--baseline: {baseline_python(args.baseline)} not found (make install)")
+    for checkout in [args.baseline, *args.step]:
+        if checkout is not None and not baseline_python(checkout).exists():
+            raise SystemExit(f"{checkout}: {baseline_python(checkout)} not found (make install)")
     if args.light_connections < 0:
         raise SystemExit("--light-connections must be ≥ 0")
     scenarios = tuple(name.strip() for name in args.scenarios.split(",") if name.strip())
@@ -132,6 +142,7 @@ def _options(args: argparse.Namespace, argv: list[str]) -> Options:
         flood_rate=args.flood_rate,
         slowloris=args.slowloris,
         baseline=None if args.baseline is None else args.baseline.resolve(),
+        steps=tuple((f"sidecar @{revision_of(step)}", step.resolve()) for step in args.step),
         profile_target=args.profile_target,
         command=shlex.join(["python", "-m", "bench", *argv]),
         scenarios=tuple(dict.fromkeys(scenarios)),

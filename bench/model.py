@@ -33,6 +33,9 @@ class Options:
     scenarios: tuple[str, ...] = tuple(SCENARIOS)  # the first is the main one (Results)
     light_connections: int = 2  # the light-load phase's wrk -c (one thread); 0 skips it
     targets: frozenset[str] | None = None  # only these targets (None: all)
+    # `--step DIR`: earlier revisions, oldest first, each measured beside this tree as
+    # `sidecar @<rev>`: the report gives each step's ratio over the one before it.
+    steps: tuple[tuple[str, Path], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

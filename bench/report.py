@@ -154,6 +154,18 @@ def _scenario_tables(results: Results, scenario: str) -> list[str]:
         "",
     ]
     lines += _ratio_table([results.cpu_ratio(top, bottom, scenario) for top, bottom in CPU_RATIOS])
+    if results.steps:
+        chain = [*results.steps, SIDECAR]  # oldest first, this tree last
+        pairs = [*zip(chain[1:], chain[:-1], strict=True), (SIDECAR, chain[0])]
+        lines += [
+            f"## Steps, {scenario}: each revision over the one before, then this tree / the first",
+            "",
+            "Throughput:",
+            "",
+        ]
+        lines += _ratio_table([results.ratio(top, bottom, scenario) for top, bottom in pairs])
+        lines += ["CPU per request:", ""]
+        lines += _ratio_table([results.cpu_ratio(top, bottom, scenario) for top, bottom in pairs])
     return lines
 
 
@@ -168,4 +180,6 @@ def _ratio_table(ratios: list[Ratio | None]) -> list[str]:
         for ratio in ratios
         if ratio is not None
     ]
+    if not rows:
+        return ["(no pair of these targets was measured)", ""]
     return table(["ratio", "of medians", "median per round", "per round"], rows)

@@ -146,6 +146,7 @@ class Results:
     # The scenarios measured, in order; the first is the main one: the floods, slowloris,
     # the archive and the profile run it, and the sections without a scenario show it.
     scenarios: list[str] = field(default_factory=lambda: [POST])
+    steps: list[str] = field(default_factory=list)  # `sidecar @<rev>` targets, oldest first
 
     @property
     def main_scenario(self) -> str:

@@ -148,6 +148,12 @@ class Bench(Phases):
                 "sidecar-baseline", "warning", upstream_url, checkout=self.options.baseline
             )
             self.targets.append(self._sidecar_target(SIDECAR_BASELINE, old))
+        for index, (name, checkout) in enumerate(self.options.steps):
+            step = self._start_sidecar(
+                f"sidecar-step{index}", "warning", upstream_url, checkout=checkout
+            )
+            self.targets.append(self._sidecar_target(name, step))
+            self.results.steps.append(name)
 
         proxy = self._start_nginx(upstream_port, api_key) if self._wanted(NGINX) else None
         if proxy is not None:

@@ -84,6 +84,17 @@ def serve_argv(config: Path, checkout: Path | None = None) -> list[str]:
     return [python, "-m", "sidecar", "serve", "--config", str(config)]
 
 
+def revision_of(checkout: Path) -> str:
+    """The short commit id of a checkout (its name as a `--step` target)."""
+    done = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() or checkout.name
+
+
 def baseline_python(checkout: Path) -> Path:
     """The interpreter of another checkout (`make install` made its `.venv`)."""
     return checkout / ".venv" / "bin" / "python"
