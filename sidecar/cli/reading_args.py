@@ -21,9 +21,7 @@ def add_reading_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     """Add `audit tail|query` and `events tail` to the command line."""
     audit = commands.add_parser("audit", parents=[common], help="read the audit trail")
     actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
-    tail = actions.add_parser("tail", parents=[common], help="the most recent records")
-    tail.add_argument("-n", type=int, default=20, dest="count", help=_COUNT_HELP)
-    tail.add_argument("--follow", action="store_true")
+    _add_tail(actions, common, "the most recent records")
     query = actions.add_parser("query", parents=[common], help="filter records")
     query.add_argument(
         "--since",
@@ -36,14 +34,17 @@ def add_reading_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     _add_verify(actions, common)
     events = commands.add_parser("events", parents=[common], help="authentication events")
     event_actions = events.add_subparsers(dest="action", required=True, metavar="ACTION")
-    event_tail = event_actions.add_parser("tail", parents=[common], help="the most recent events")
-    event_tail.add_argument("-n", type=int, default=20, dest="count", help=_COUNT_HELP)
-    event_tail.add_argument("--follow", action="store_true")
+    _add_tail(event_actions, common, "the most recent events")
     admin = commands.add_parser("admin-events", parents=[common], help="admin actions")
     admin_actions = admin.add_subparsers(dest="action", required=True, metavar="ACTION")
-    admin_tail = admin_actions.add_parser("tail", parents=[common], help="the most recent ones")
-    admin_tail.add_argument("-n", type=int, default=20, dest="count", help=_COUNT_HELP)
-    admin_tail.add_argument("--follow", action="store_true")
+    _add_tail(admin_actions, common, "the most recent ones")
+
+
+def _add_tail(actions: Any, common: argparse.ArgumentParser, help_text: str) -> None:
+    """`… tail [-n N] [--follow]`: the same for every stream."""
+    tail = actions.add_parser("tail", parents=[common], help=help_text)
+    tail.add_argument("-n", type=int, default=20, dest="count", help=_COUNT_HELP)
+    tail.add_argument("--follow", action="store_true")
 
 
 def _add_verify(actions: Any, common: argparse.ArgumentParser) -> None:
